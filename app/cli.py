@@ -1,0 +1,160 @@
+"""`ovchat serve | export | model build`. Serve flags are generated from the Settings class,
+so every setting has exactly one flag and flags can only override it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from app.settings import Settings
+
+logger = logging.getLogger("app.cli")
+
+MODELS = ("default", "tiny-phi3", "phi3-shaped")
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _flag_kwargs(annotation: Any) -> dict[str, Any]:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if origin is typing.Literal:
+        return {"choices": list(typing.get_args(annotation))}
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _flag_kwargs(args[0])
+    if annotation in (int, float):
+        return {"type": annotation}
+    if annotation is Path:
+        return {"type": Path}
+    return {"type": str}
+
+
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    for name, field in Settings.model_fields.items():
+        env = f"OVCHAT_{name.upper()}"
+        parser.add_argument(
+            flag(name),
+            dest=name,
+            default=argparse.SUPPRESS,
+            help=f"{field.description} [env {env}; default {field.default!r}]",
+            **_flag_kwargs(field.annotation),
+        )
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
+    return Settings(**overrides)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="ovchat", description="OpenAI-compatible server for OpenVINO causal LMs."
+    )
+    sub = root.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="Serve a model over the OpenAI API.")
+    add_settings_flags(serve)
+
+    export = sub.add_parser(
+        "export",
+        help="Export a hub model or local HF folder to int4 OpenVINO (the sample's flags).",
+    )
+    export.add_argument("source", help="Hub id (e.g. microsoft/Phi-3-mini-4k-instruct) or folder")
+    export.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="Output folder (default: model_store/<name>/int4; Phi-3-mini -> phi3-instruct)",
+    )
+    export.add_argument("--group-size", type=int, default=128, help="int4 group size")
+
+    model = sub.add_parser("model", help="Build the models ovchat ships recipes for.")
+    model_sub = model.add_subparsers(dest="model_command", required=True)
+    build = model_sub.add_parser("build", help="Build a model into the model store.")
+    build.add_argument(
+        "name",
+        choices=MODELS,
+        help="default: SmolLM2-135M-Instruct; "
+        "tiny-phi3: the test model; phi3-shaped: Phi-3-mini sizes, random weights",
+    )
+    build.add_argument("--force", action="store_true", help="Rebuild even if complete")
+    build.add_argument("--model-store", type=Path, default=None, help="Model store folder")
+    model_sub.add_parser("list", help="List the models in the model store.")
+    return root
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _default_export_dir(source: str, store: Path) -> Path:
+    from app.modelstore.store import PREFERRED_MODEL, model_dir
+
+    if source.rstrip("/").lower().endswith("phi-3-mini-4k-instruct"):
+        return model_dir(store, PREFERRED_MODEL)
+    return model_dir(store, Path(source.rstrip("/")).name.lower())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "serve":
+        settings = settings_from(args)
+        _logging(settings.log_level)
+        import uvicorn
+
+        from app.server import create_app
+
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            log_config=None,  # keep our logging format
+        )
+        return 0
+
+    _logging("info")
+    store_dir = Settings().model_store
+    if args.command == "export":
+        from app.modelstore.export import export_model
+
+        out = args.output or _default_export_dir(args.source, store_dir)
+        export_model(args.source, out, group_size=args.group_size, trust_remote_code=True)
+        return 0
+    if args.model_command == "list":
+        from app.modelstore import store
+
+        for entry in sorted(p for p in store_dir.iterdir() if p.is_dir()):
+            folder = store.model_dir(store_dir, entry.name)
+            state = "ready" if store.is_complete(folder) else "incomplete"
+            print(f"{entry.name}\t{state}\t{folder}")
+        return 0
+    return build_model(args.name, args.model_store or store_dir, force=args.force)
+
+
+def build_model(name: str, store_dir: Path, force: bool = False) -> int:
+    if name == "default":
+        from app.modelstore import smollm2
+
+        smollm2.build(store_dir, force=force)
+    else:
+        from app.modelstore import tiny_phi3
+
+        shape = tiny_phi3.TINY if name == "tiny-phi3" else tiny_phi3.PHI3_MINI
+        tiny_phi3.build(store_dir, shape, force=force)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

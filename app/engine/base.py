@@ -1,0 +1,63 @@
+"""The contract between the HTTP layer and an inference backend."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+EngineFinish = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int
+    temperature: float = 1.0  # 0 means greedy decoding
+    top_p: float = 1.0
+    top_k: int = 0  # 0 disables top-k
+    seed: int = 0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    # Every eos id of the model's generation config: Phi-3 has three, and stopping on
+    # `<|endoftext|>` alone runs on past `<|end|>`.
+    stop_token_ids: frozenset[int] = field(default_factory=frozenset)
+    ignore_eos: bool = False
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(frozen=True)
+class TokenDelta:
+    """Tokens produced since the previous delta; `finish` is set on the last one
+    (`stop`: an eos id was produced, it is included in `token_ids`)."""
+
+    token_ids: tuple[int, ...]
+    finish: EngineFinish | None = None
+
+
+class EngineError(RuntimeError):
+    """The engine could not serve a request it had accepted (crash, failed step)."""
+
+
+class EngineStartError(RuntimeError):
+    """The engine could not load the model; the message says why, for the operator."""
+
+
+class Engine(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def is_ready(self) -> bool: ...
+
+    def generate(
+        self, prompt_ids: list[int], params: SamplingParams
+    ) -> AsyncGenerator[TokenDelta, None]:
+        """Stream the completion of `prompt_ids`. Closing the iterator early (client gone)
+        cancels the request in the engine."""
+        ...

@@ -1,0 +1,165 @@
+"""Server-side handle on the openvino-genai engine process (see genai_worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import multiprocessing as mp
+import queue
+import threading
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from app.engine.base import (
+    EngineError,
+    EngineStartError,
+    SamplingParams,
+    TokenDelta,
+)
+from app.engine.genai_worker import WorkerConfig, run
+
+logger = logging.getLogger(__name__)
+
+_STARTUP_TIMEOUT_S = 600.0
+_POLL_S = 0.2
+_ENGINE_GONE = "the inference engine stopped unexpectedly"
+
+
+class GenaiEngine:
+    name = "genai"
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self._config = config
+        self._ctx = mp.get_context("spawn")  # fork would copy the server's threads and loop
+        self._inbox: Any = None
+        self._outbox: Any = None
+        self._process: Any = None
+        self._reader: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._streams: dict[int, asyncio.Queue[TokenDelta | EngineError]] = {}
+        self._ids = itertools.count(1)
+        self._ready = False
+        self._closing = False
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._inbox = self._ctx.Queue()
+        self._outbox = self._ctx.Queue()
+        self._process = self._ctx.Process(
+            target=run, args=(self._config, self._inbox, self._outbox), name="ovchat-engine"
+        )
+        self._process.start()
+        logger.info(
+            "Engine process %d started; loading %s", self._process.pid, self._config.model_path
+        )
+        first = await asyncio.to_thread(self._await_first_message)
+        if first[0] != "ready":
+            self._process.join(timeout=5)
+            raise EngineStartError(f"the engine could not load the model: {first[1]}")
+        self._ready = True
+        self._reader = threading.Thread(target=self._read_loop, name="engine-reader", daemon=True)
+        self._reader.start()
+
+    def _await_first_message(self) -> tuple[Any, ...]:
+        waited = 0.0
+        while waited < _STARTUP_TIMEOUT_S:
+            try:
+                message: tuple[Any, ...] = self._outbox.get(timeout=_POLL_S)
+                return message
+            except queue.Empty:
+                waited += _POLL_S
+                if not self._process.is_alive():
+                    return ("failed", f"engine process exited with code {self._process.exitcode}")
+        return ("failed", f"no answer from the engine process in {_STARTUP_TIMEOUT_S:.0f} s")
+
+    def is_ready(self) -> bool:
+        return self._ready and self._process is not None and self._process.is_alive()
+
+    async def close(self) -> None:
+        self._closing = True
+        self._ready = False
+        if self._process is None:
+            return
+        with contextlib.suppress(Exception):
+            self._inbox.put(("stop",))
+        await asyncio.to_thread(self._process.join, 10)
+        if self._process.is_alive():
+            self._process.terminate()
+            await asyncio.to_thread(self._process.join, 5)
+        if self._reader is not None:
+            await asyncio.to_thread(self._reader.join, 2)
+        logger.info("Engine process stopped")
+
+    # ------------------------------------------------------------------ reader thread
+
+    def _read_loop(self) -> None:
+        """Moves engine output onto the event loop. It blocks in Queue.get, which releases
+        the GIL, so it costs the server nothing while the engine computes."""
+        while not self._closing:
+            try:
+                message = self._outbox.get(timeout=_POLL_S)
+            except queue.Empty:
+                if not self._process.is_alive():
+                    self._on_engine_gone()
+                    return
+                continue
+            except (EOFError, OSError):
+                self._on_engine_gone()
+                return
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._dispatch, message)
+
+    def _on_engine_gone(self) -> None:
+        if self._closing:
+            return
+        self._ready = False
+        logger.error("%s (exit code %s)", _ENGINE_GONE, self._process.exitcode)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._fail_all, _ENGINE_GONE)
+
+    def _dispatch(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "tokens":
+            for rid, tokens, finish in message[1]:
+                stream = self._streams.get(rid)
+                if stream is not None:
+                    stream.put_nowait(TokenDelta(tuple(tokens), finish))
+        elif kind == "error":
+            stream = self._streams.get(message[1])
+            if stream is not None:
+                stream.put_nowait(EngineError(message[2]))
+
+    def _fail_all(self, reason: str) -> None:
+        for stream in self._streams.values():
+            stream.put_nowait(EngineError(reason))
+
+    # ------------------------------------------------------------------ requests
+
+    async def generate(
+        self, prompt_ids: list[int], params: SamplingParams
+    ) -> AsyncGenerator[TokenDelta, None]:
+        if not self.is_ready():
+            raise EngineError("the inference engine is not running")
+        rid = next(self._ids)
+        stream: asyncio.Queue[TokenDelta | EngineError] = asyncio.Queue()
+        self._streams[rid] = stream
+        finished = False
+        try:
+            self._inbox.put(("add", rid, prompt_ids, params))
+            while True:
+                item = await stream.get()
+                if isinstance(item, EngineError):
+                    finished = True
+                    raise item
+                if item.finish is not None:
+                    finished = True
+                yield item
+                if finished:
+                    return
+        finally:
+            del self._streams[rid]
+            if not finished and self.is_ready():
+                # The consumer left early (client disconnected): free the engine's work.
+                self._inbox.put(("cancel", rid))

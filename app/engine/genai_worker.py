@@ -1,0 +1,159 @@
+"""The openvino-genai engine process.
+
+ContinuousBatchingPipeline.step(), add_request() and read() hold the GIL for the whole
+step, so they run here, in a process of their own, never in a thread of the server: the
+server's event loop stays free while this loop batches every request in flight into the
+same steps. Messages in and out are plain tuples through multiprocessing queues."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from dataclasses import dataclass, field
+from multiprocessing.queues import Queue
+from typing import Any
+
+from app.engine.base import SamplingParams
+
+logger = logging.getLogger("app.engine.worker")
+
+# Inbox messages:  ("add", rid, prompt_ids, SamplingParams) | ("cancel", rid) | ("stop",)
+# Outbox messages: ("ready", info) | ("failed", message)
+#                  | ("tokens", [(rid, token_ids, finish_or_None), ...])
+#                  | ("error", rid, message)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    model_path: str
+    device: str
+    properties: dict[str, str]
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    kv_cache_gb: float
+    enable_prefix_caching: bool
+    dynamic_split_fuse: bool
+    log_level: str = "INFO"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def generation_config(params: SamplingParams) -> Any:
+    import openvino_genai as ov_genai
+
+    config = ov_genai.GenerationConfig()
+    config.max_new_tokens = params.max_new_tokens
+    config.stop_token_ids = set(params.stop_token_ids)
+    config.ignore_eos = params.ignore_eos
+    if params.greedy:
+        config.do_sample = False
+    else:
+        config.do_sample = True
+        config.temperature = params.temperature
+        config.top_p = params.top_p
+        config.top_k = params.top_k if params.top_k > 0 else 2**31 - 1
+        config.rng_seed = params.seed
+    config.presence_penalty = params.presence_penalty
+    config.frequency_penalty = params.frequency_penalty
+    config.repetition_penalty = params.repetition_penalty
+    return config
+
+
+def scheduler_config(cfg: WorkerConfig) -> Any:
+    import openvino_genai as ov_genai
+
+    sched = ov_genai.SchedulerConfig()
+    sched.max_num_seqs = cfg.max_num_seqs
+    sched.max_num_batched_tokens = cfg.max_num_batched_tokens
+    sched.cache_size = max(1, round(cfg.kv_cache_gb))
+    sched.enable_prefix_caching = cfg.enable_prefix_caching
+    sched.dynamic_split_fuse = cfg.dynamic_split_fuse
+    return sched
+
+
+def _finish_name(reason: Any) -> str | None:
+    name = getattr(reason, "name", str(reason)).upper()
+    return {"STOP": "stop", "LENGTH": "length"}.get(name)
+
+
+def run(cfg: WorkerConfig, inbox: Queue[Any], outbox: Queue[Any]) -> None:
+    logging.basicConfig(
+        level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s [engine] %(message)s"
+    )
+    try:
+        import numpy as np
+        import openvino as ov
+        import openvino_genai as ov_genai
+
+        started = time.monotonic()
+        pipe = ov_genai.ContinuousBatchingPipeline(
+            cfg.model_path, scheduler_config(cfg), cfg.device, cfg.properties
+        )
+        logger.info(
+            "Model loaded once by the engine process from %s on %s in %.2f s",
+            cfg.model_path,
+            cfg.device,
+            time.monotonic() - started,
+        )
+    except Exception as exc:  # reported to the server, which refuses to start
+        outbox.put(("failed", f"{type(exc).__name__}: {exc}"))
+        return
+    outbox.put(("ready", {"device": cfg.device}))
+
+    handles: dict[int, Any] = {}
+    while True:
+        try:
+            # Idle: block for work. Busy: take whatever arrived since the last step.
+            messages = [inbox.get()] if not handles else []
+            while True:
+                try:
+                    messages.append(inbox.get_nowait())
+                except queue.Empty:
+                    break
+        except (EOFError, OSError):
+            return  # the server is gone
+        for message in messages:
+            kind = message[0]
+            if kind == "stop":
+                for handle in handles.values():
+                    handle.cancel()
+                return
+            if kind == "add":
+                _, rid, prompt_ids, params = message
+                try:
+                    tensor = ov.Tensor(np.asarray([prompt_ids], dtype=np.int64))
+                    handles[rid] = pipe.add_request(rid, tensor, generation_config(params))
+                except Exception as exc:
+                    outbox.put(("error", rid, f"{type(exc).__name__}: {exc}"))
+            elif kind == "cancel":
+                handle = handles.pop(message[1], None)
+                if handle is not None:
+                    handle.cancel()
+        if not handles:
+            continue
+        try:
+            pipe.step()
+        except Exception as exc:
+            for rid in handles:
+                outbox.put(("error", rid, f"engine step failed: {exc}"))
+            raise
+        events = []
+        for rid, handle in list(handles.items()):
+            tokens: list[int] = []
+            finish: str | None = None
+            if handle.can_read():
+                for output in handle.read().values():
+                    tokens.extend(output.generated_ids)
+                    finish = _finish_name(output.finish_reason) or finish
+            status = handle.get_status().name
+            if status == "IGNORED":  # the scheduler could never fit it (KV cache too small)
+                del handles[rid]
+                outbox.put(("error", rid, "request does not fit in the KV cache"))
+                continue
+            if status != "RUNNING":
+                del handles[rid]
+                finish = finish or "length"
+            if tokens or finish:
+                events.append((rid, tokens, finish))
+        if events:
+            outbox.put(("tokens", events))

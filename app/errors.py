@@ -1,0 +1,117 @@
+"""Every error leaves the server in OpenAI's shape:
+{"error": {"message", "type", "param", "code"}}, with the status OpenAI would use."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.protocol import ErrorBody, ErrorResponse
+
+logger = logging.getLogger(__name__)
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    503: "service_unavailable",
+}
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = ErrorBody(
+            message=message,
+            type=type or _TYPES.get(status, "invalid_request_error"),
+            param=param,
+            code=code,
+        )
+        self.headers = headers
+
+    def payload(self) -> dict[str, Any]:
+        return ErrorResponse(error=self.body).model_dump()
+
+
+def error_response(exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.payload(), status_code=exc.status, headers=exc.headers)
+
+
+_UNION_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "json-or-python"}
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    """('body', 'messages', 1, 'role') -> 'messages[1].role'. Pydantic's union-member
+    tags (`str`, `list[...]`) are dropped: they name our types, not the client's field."""
+    out = ""
+    for part in loc[1:] if loc and loc[0] == "body" else loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part not in _UNION_TAGS and not any(ch in part for ch in "[("):
+            out += f".{part}" if out else part
+    return out or None
+
+
+def validation_error(exc: RequestValidationError) -> ApiError:
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        return ApiError(
+            400, "We could not parse the JSON body of your request.", code="invalid_json"
+        )
+    param = _param(tuple(first.get("loc", ())))
+    msg = first.get("msg", "invalid request")
+    if first.get("type") == "missing":
+        message = f"Missing required parameter: '{param}'."
+        code = "missing_required_parameter"
+    else:
+        got = first.get("input")
+        shown = json.dumps(got, default=str)[:200] if got is not None else "null"
+        message = f"Invalid value for '{param}': {msg} (got {shown})."
+        code = "invalid_value" if "type" not in str(first.get("type")) else "invalid_type"
+    return ApiError(400, message, param=param, code=code)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(validation_error(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = str(exc.detail) if exc.detail else "error"
+        if exc.status_code == 404:
+            message = f"Unknown route: {message}" if message != "Not Found" else "Not found."
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return error_response(ApiError(exc.status_code, message, code=code))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        logger.exception("Unhandled error")
+        return error_response(ApiError(500, "The server had an error processing your request."))

@@ -1,0 +1,1 @@
+"""Building, exporting and locating the models ovchat serves."""

@@ -1,0 +1,132 @@
+"""Where models live in `model_store/`, how a complete export is recognised, and which
+model a server picks when it is not told."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+PREFERRED_MODEL = "phi3-instruct"
+VARIANT = "int4"
+MANIFEST = "ovchat-manifest.json"
+
+# What optimum-cli writes for a text-generation-with-past export that both backends need:
+# the IR pair, the OpenVINO tokenizer pair (genai) and the HF tokenizer/config (optimum).
+REQUIRED_FILES = (
+    "openvino_model.xml",
+    "openvino_model.bin",
+    "openvino_tokenizer.xml",
+    "openvino_detokenizer.xml",
+    "config.json",
+    "tokenizer_config.json",
+)
+
+
+class ModelNotFoundError(RuntimeError):
+    pass
+
+
+def model_dir(store: Path, name: str) -> Path:
+    return store / name / VARIANT
+
+
+def missing_files(folder: Path) -> list[str]:
+    return [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+
+
+def _fingerprint(folder: Path) -> dict[str, int]:
+    return {
+        p.name: p.stat().st_size
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+def write_manifest(folder: Path, recipe: dict[str, object]) -> None:
+    """Written last by every build: a folder without it (or whose files no longer match it)
+    was interrupted or tampered with, and is rebuilt rather than served."""
+    files = _fingerprint(folder)
+    digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+    payload = {"recipe": recipe, "files": files, "digest": digest}
+    (folder / MANIFEST).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def is_complete(folder: Path) -> bool:
+    """A build of ours: manifest present and every file as it was written. A folder
+    exported by someone else (no manifest) is accepted when the required files exist."""
+    if not folder.is_dir() or missing_files(folder):
+        return False
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        return True
+    try:
+        recorded = json.loads(manifest.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return bool(recorded == _fingerprint(folder))
+
+
+def has_manifest(folder: Path) -> bool:
+    return (folder / MANIFEST).is_file()
+
+
+def discard(folder: Path) -> None:
+    if folder.exists():
+        logger.warning("Removing incomplete model folder %s", folder)
+        shutil.rmtree(folder)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str
+    path: Path
+    reason: str
+
+
+def resolve(setting: str | None, store: Path) -> ResolvedModel:
+    """Turn the `model` setting (a path, a name in the store, or nothing) into a folder.
+
+    With no setting the exported Phi-3 is preferred and the embedded default is the
+    fallback, so a user who ran `make export` gets Phi-3 without further flags."""
+    if setting:
+        as_path = Path(setting).expanduser()
+        if as_path.is_dir():
+            folder = as_path / VARIANT if (as_path / VARIANT).is_dir() else as_path
+            name = folder.parent.name if folder.name == VARIANT else folder.name
+            return _checked(ResolvedModel(name, folder, f"model path {setting!r}"))
+        candidate = model_dir(store, setting)
+        if candidate.exists():
+            return _checked(ResolvedModel(setting, candidate, f"model {setting!r} in {store}"))
+        raise ModelNotFoundError(
+            f"model {setting!r} is neither a folder nor a model in {store}; "
+            f"build one with `ovchat model build` or export it with `ovchat export`"
+        )
+    preferred = model_dir(store, PREFERRED_MODEL)
+    if is_complete(preferred):
+        return ResolvedModel(PREFERRED_MODEL, preferred, f"{preferred} is exported")
+    default = model_dir(store, DEFAULT_MODEL)
+    return _checked(
+        ResolvedModel(
+            DEFAULT_MODEL,
+            default,
+            f"no complete {PREFERRED_MODEL} export in {store}, using the embedded default",
+        )
+    )
+
+
+def _checked(model: ResolvedModel) -> ResolvedModel:
+    if not is_complete(model.path):
+        missing = missing_files(model.path)
+        detail = f"missing {', '.join(missing)}" if missing else "its manifest does not match"
+        raise ModelNotFoundError(
+            f"model folder {model.path} is incomplete ({detail}); rebuild it with "
+            f"`ovchat model build {model.name}` or re-export it"
+        )
+    return model

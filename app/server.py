@@ -1,0 +1,96 @@
+"""The FastAPI application: the lifespan loads the model once into one engine."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import __version__, errors
+from app.api import chat, health, models
+from app.engine.base import Engine
+from app.middleware import RequestIdMiddleware
+from app.modelstore import store
+from app.protocol import now
+from app.settings import Settings
+from app.state import ServerState
+from app.textmodel import TextModel
+
+logger = logging.getLogger(__name__)
+
+EngineFactory = Callable[[Settings, store.ResolvedModel], Engine]
+
+
+def build_engine(settings: Settings, model: store.ResolvedModel) -> Engine:
+    from app.engine.device import resolve_device
+
+    device = resolve_device(settings.device)
+    if settings.engine == "optimum":
+        from app.engine.optimum import OptimumEngine
+
+        return OptimumEngine(model.path, device, settings.engine_properties())
+    from app.engine.genai import GenaiEngine
+    from app.engine.genai_worker import WorkerConfig
+
+    return GenaiEngine(
+        WorkerConfig(
+            model_path=str(model.path),
+            device=device,
+            properties=settings.engine_properties(),
+            max_num_seqs=settings.max_num_seqs,
+            max_num_batched_tokens=settings.max_num_batched_tokens,
+            kv_cache_gb=settings.kv_cache_gb,
+            enable_prefix_caching=settings.enable_prefix_caching,
+            dynamic_split_fuse=settings.dynamic_split_fuse,
+            log_level=settings.log_level,
+        )
+    )
+
+
+def _fingerprint(model: store.ResolvedModel, engine: str) -> str:
+    seed = f"{__version__}|{engine}|{model.path}".encode()
+    manifest = model.path / store.MANIFEST
+    if manifest.is_file():
+        seed += manifest.read_bytes()
+    return "fp_" + hashlib.sha256(seed).hexdigest()[:12]
+
+
+def create_app(settings: Settings, engine_factory: EngineFactory = build_engine) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        model = store.resolve(settings.model, settings.model_store)
+        logger.info("Serving %s from %s (%s)", model.name, model.path, model.reason)
+        text = TextModel.load(model.path)
+        engine = engine_factory(settings, model)
+        await engine.start()
+        app.state.ovchat = ServerState(
+            settings=settings,
+            model_id=settings.served_model_name or model.name,
+            engine=engine,
+            text=text,
+            created=now(),
+            system_fingerprint=_fingerprint(model, engine.name),
+        )
+        logger.info("Ready: model %s on the %s engine", app.state.ovchat.model_id, engine.name)
+        try:
+            yield
+        finally:
+            app.state.ovchat = None
+            await engine.close()
+
+    app = FastAPI(
+        title="ovchat",
+        version=__version__,
+        description="OpenAI-compatible server for OpenVINO exports of causal LMs.",
+        lifespan=lifespan,
+    )
+    app.state.ovchat = None
+    errors.install(app)
+    app.include_router(chat.router)
+    app.include_router(models.router)
+    app.include_router(health.router)
+    app.add_middleware(RequestIdMiddleware)
+    return app

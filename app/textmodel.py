@@ -1,0 +1,114 @@
+"""What the server itself knows about the served model: its tokenizer, its context length,
+its eos ids, and how its token stream turns back into text."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.chat_format import ChatFormatter
+
+logger = logging.getLogger(__name__)
+
+
+def _eos_ids(folder: Path, tokenizer: Any) -> frozenset[int]:
+    ids: set[int] = set()
+    for name in ("generation_config.json", "config.json"):
+        path = folder / name
+        if path.is_file():
+            value = json.loads(path.read_text()).get("eos_token_id")
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, list):
+                ids.update(int(v) for v in value)
+            if ids:
+                break
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return frozenset(ids)
+
+
+def _context_length(config: dict[str, Any], tokenizer: Any) -> int:
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        if isinstance(config.get(key), int):
+            return int(config[key])
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if isinstance(limit, int) and limit < 10**7 else 2048
+
+
+@dataclass
+class TextModel:
+    tokenizer: Any
+    formatter: ChatFormatter
+    eos_token_ids: frozenset[int]
+    context_length: int
+    model_type: str
+
+    @classmethod
+    def load(cls, folder: Path) -> TextModel:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+        config = json.loads((folder / "config.json").read_text())
+        model_type = str(config.get("model_type", ""))
+        model = cls(
+            tokenizer=tokenizer,
+            formatter=ChatFormatter(model_type, tokenizer),
+            eos_token_ids=_eos_ids(folder, tokenizer),
+            context_length=_context_length(config, tokenizer),
+            model_type=model_type,
+        )
+        logger.info(
+            "Tokenizer loaded: %s model, context %d, eos ids %s, chat prompts via %s",
+            model_type or "unknown",
+            model.context_length,
+            sorted(model.eos_token_ids),
+            model.formatter.kind,
+        )
+        return model
+
+    def encode(self, text: str) -> list[int]:
+        # Templates write their own special tokens; the tokenizer must not add a BOS.
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def decoder(self) -> IncrementalDecoder:
+        return IncrementalDecoder(self.tokenizer)
+
+
+class IncrementalDecoder:
+    """Token ids in, text out, one delta at a time.
+
+    Decoding a window that starts a few tokens back keeps word-initial spaces right (for
+    SentencePiece and byte-level BPE alike), and a window that ends in U+FFFD is held back
+    until the rest of its UTF-8 sequence arrives, so emoji and CJK are never split."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+        self._ids: list[int] = []
+        self._prefix = 0
+        self._read = 0
+
+    def _decode(self, ids: list[int]) -> str:
+        return str(self._tokenizer.decode(ids, skip_special_tokens=True))
+
+    def push(self, token_ids: tuple[int, ...] | list[int]) -> str:
+        self._ids.extend(token_ids)
+        return self._advance(final=False)
+
+    def flush(self) -> str:
+        return self._advance(final=True)
+
+    def _advance(self, final: bool) -> str:
+        if self._read == len(self._ids):
+            return ""
+        before = self._decode(self._ids[self._prefix : self._read])
+        after = self._decode(self._ids[self._prefix :])
+        if len(after) > len(before) and (final or not after.endswith("\ufffd")):
+            self._prefix, self._read = self._read, len(self._ids)
+            return after[len(before) :]
+        if final:
+            self._prefix = self._read = len(self._ids)
+        return ""
