@@ -76,7 +76,9 @@ def _param(loc: tuple[Any, ...]) -> str | None:
 
 def validation_error(exc: RequestValidationError) -> ApiError:
     errors = exc.errors()
-    first = errors[0] if errors else {}
+    # A value that matches no member of a union yields one error per member; the deepest
+    # one points at what the client actually got wrong (content[0].type, not content).
+    first: Any = max(errors, key=lambda e: len(_param(tuple(e.get("loc", ()))) or ""), default={})
     if first.get("type") == "json_invalid":
         return ApiError(
             400, "We could not parse the JSON body of your request.", code="invalid_json"

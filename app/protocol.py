@@ -46,7 +46,8 @@ class ErrorResponse(BaseModel):
 
 
 class TextContentPart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Only text parts are served; any other `type` fails on that field, by name.
+    model_config = ConfigDict(extra="allow")
 
     type: Literal["text"]
     text: str
@@ -106,6 +107,8 @@ class ChatCompletionRequest(BaseModel):
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     user: str | None = None
+    # Extension (vLLM's name): keep generating past eos, for fixed-length benchmarks.
+    ignore_eos: bool | None = None
 
     @field_validator("stop")
     @classmethod

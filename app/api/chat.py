@@ -150,6 +150,7 @@ def sampling_params(
         frequency_penalty=body.frequency_penalty or 0.0,
         presence_penalty=body.presence_penalty or 0.0,
         stop_token_ids=state.text.eos_token_ids,
+        ignore_eos=bool(body.ignore_eos),
     )
 
 

@@ -42,6 +42,7 @@ class GenaiEngine:
         self._ids = itertools.count(1)
         self._ready = False
         self._closing = False
+        self.engine_running = 0  # requests the engine process holds, as it last reported
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -126,6 +127,8 @@ class GenaiEngine:
                 stream = self._streams.get(rid)
                 if stream is not None:
                     stream.put_nowait(TokenDelta(tuple(tokens), finish))
+        elif kind == "running":
+            self.engine_running = message[1]
         elif kind == "error":
             stream = self._streams.get(message[1])
             if stream is not None:

@@ -21,7 +21,7 @@ logger = logging.getLogger("app.engine.worker")
 # Inbox messages:  ("add", rid, prompt_ids, SamplingParams) | ("cancel", rid) | ("stop",)
 # Outbox messages: ("ready", info) | ("failed", message)
 #                  | ("tokens", [(rid, token_ids, finish_or_None), ...])
-#                  | ("error", rid, message)
+#                  | ("error", rid, message) | ("running", count)
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,8 @@ def run(cfg: WorkerConfig, inbox: Queue[Any], outbox: Queue[Any]) -> None:
                 handle = handles.pop(message[1], None)
                 if handle is not None:
                     handle.cancel()
+        if messages:
+            outbox.put(("running", len(handles)))
         if not handles:
             continue
         try:
@@ -157,3 +159,5 @@ def run(cfg: WorkerConfig, inbox: Queue[Any], outbox: Queue[Any]) -> None:
                 events.append((rid, tokens, finish))
         if events:
             outbox.put(("tokens", events))
+            if not handles:
+                outbox.put(("running", 0))

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.modelstore import store
+from app.settings import REPO_ROOT
+from app.textmodel import TextModel
+
+STORE = REPO_ROOT / "model_store"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    """The tiny Phi-3 export (`make test` builds it first; built here if run alone)."""
+    folder = store.model_dir(STORE, "tiny-phi3")
+    if not store.is_complete(folder):
+        from app.modelstore import tiny_phi3
+
+        tiny_phi3.build(STORE)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> Path:
+    folder = store.model_dir(STORE, store.DEFAULT_MODEL)
+    if not store.is_complete(folder):
+        from app.modelstore import smollm2
+
+        smollm2.build(STORE)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def text_model(tiny_model_dir: Path) -> TextModel:
+    return TextModel.load(tiny_model_dir)

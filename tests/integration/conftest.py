@@ -1,0 +1,120 @@
+"""Real servers: `ovchat serve` as a uvicorn subprocess on loopback, one per model and
+engine, shared by the tests of a session."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from app.settings import REPO_ROOT
+
+STARTUP_TIMEOUT_S = 180
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    model: str
+    log: Path
+    process: subprocess.Popen[bytes]
+
+    def client(self, **kwargs: object) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key="unused", max_retries=0, **kwargs)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_server(tmp: Path, model: Path, name: str, *extra: str) -> Server:
+    port = free_port()
+    log = tmp / f"{name}-{port}.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "app",
+        "serve",
+        "--model",
+        str(model),
+        "--served-model-name",
+        name,
+        "--port",
+        str(port),
+        *extra,
+    ]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+    server = Server(f"http://127.0.0.1:{port}", name, log, process)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log_text()}")
+        try:
+            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    stop_server(server)
+    raise RuntimeError(f"server not ready in {STARTUP_TIMEOUT_S} s:\n{server.log_text()}")
+
+
+def stop_server(server: Server) -> None:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def server_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("servers")
+
+
+@pytest.fixture(scope="session")
+def tiny_server(server_logs: Path, tiny_model_dir: Path) -> Iterator[Server]:
+    server = start_server(server_logs, tiny_model_dir, "tiny-phi3")
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def tiny_optimum_server(server_logs: Path, tiny_model_dir: Path) -> Iterator[Server]:
+    server = start_server(server_logs, tiny_model_dir, "tiny-phi3", "--engine", "optimum")
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def default_server(server_logs: Path, default_model_dir: Path) -> Iterator[Server]:
+    server = start_server(server_logs, default_model_dir, "smollm2")
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Loopback only: a proxy from the environment must never see test traffic.
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    os.environ.setdefault("no_proxy", "127.0.0.1,localhost")

@@ -1,0 +1,137 @@
+"""The genai engine process: batching, cancellation, and a server loop that stays free."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from app.engine.base import SamplingParams
+from app.engine.genai import GenaiEngine
+from app.engine.genai_worker import WorkerConfig
+from app.modelstore.tiny_phi3 import TINY_REPLY
+from app.textmodel import TextModel
+from tests.integration.conftest import Server
+
+LONG = {"max_tokens": 3000, "ignore_eos": True, "temperature": 0}
+
+
+def engine_for(folder: Path) -> GenaiEngine:
+    return GenaiEngine(
+        WorkerConfig(
+            model_path=str(folder),
+            device="CPU",
+            properties={},
+            max_num_seqs=8,
+            max_num_batched_tokens=256,
+            kv_cache_gb=1,
+            enable_prefix_caching=True,
+            dynamic_split_fuse=True,
+        )
+    )
+
+
+def test_cancel_frees_the_engine(tiny_model_dir: Path, text_model: TextModel) -> None:
+    async def scenario() -> None:
+        engine = engine_for(tiny_model_dir)
+        await engine.start()
+        try:
+            prompt = text_model.encode(text_model.formatter.render([]) + "hi")
+            params = SamplingParams(max_new_tokens=3000, temperature=0, ignore_eos=True)
+            streams = [engine.generate(prompt, params) for _ in range(4)]
+            for stream in streams:
+                await stream.__anext__()
+            assert engine.engine_running == 4
+            for stream in streams:
+                await stream.aclose()
+            deadline = time.monotonic() + 2
+            while engine.engine_running and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+            assert engine.engine_running == 0
+            # ... and it still serves.
+            params = SamplingParams(
+                max_new_tokens=50, temperature=0, stop_token_ids=text_model.eos_token_ids
+            )
+            prompt = text_model.encode(text_model.formatter.render([]))
+            tokens = [t async for delta in engine.generate(prompt, params) for t in delta.token_ids]
+            assert text_model.tokenizer.decode(tokens, skip_special_tokens=True) == TINY_REPLY
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_streams_are_batched_together(tiny_server: Server) -> None:
+    """Eight streams at once all finish, with the same text each would get alone."""
+
+    def ask(i: int) -> str | None:
+        return (
+            tiny_server.client()
+            .chat.completions.create(
+                model="tiny-phi3", messages=[{"role": "user", "content": f"q{i}"}], temperature=0
+            )
+            .choices[0]
+            .message.content
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(ask, range(8))) == [TINY_REPLY] * 8
+
+
+def test_health_answers_while_streams_run(tiny_server: Server) -> None:
+    def stream(i: int) -> int:
+        with httpx.stream(
+            "POST",
+            f"{tiny_server.url}/v1/chat/completions",
+            json={
+                "model": "tiny-phi3",
+                "messages": [{"role": "user", "content": str(i)}],
+                "stream": True,
+                "max_tokens": 400,
+                "ignore_eos": True,
+                "temperature": 0,
+            },
+            timeout=120,
+        ) as response:
+            return sum(1 for line in response.iter_lines() if line.startswith("data: {"))
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(stream, i) for i in range(8)]
+        answered = 0
+        while not all(f.done() for f in futures):
+            assert httpx.get(f"{tiny_server.url}/health", timeout=5).status_code == 200
+            answered += 1
+            time.sleep(0.05)
+        assert all(f.result() > 100 for f in futures)
+    assert answered > 0
+
+
+def test_client_disconnect_cancels_generation(tiny_server: Server) -> None:
+    body = {"model": "tiny-phi3", "messages": [{"role": "user", "content": "bye"}]} | LONG
+    with httpx.stream(
+        "POST", f"{tiny_server.url}/v1/chat/completions", json=body | {"stream": True}, timeout=60
+    ) as response:
+        for i, _ in enumerate(response.iter_lines()):
+            if i > 6:
+                break
+    with contextlib.suppress(httpx.TimeoutException):  # a non-streaming client that gives up
+        httpx.post(f"{tiny_server.url}/v1/chat/completions", json=body, timeout=0.5)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        log = tiny_server.log_text()
+        if log.count("cancelled: client disconnected") >= 2:
+            break
+        time.sleep(0.1)
+    assert log.count("cancelled: client disconnected") >= 2
+
+
+def test_model_loaded_once(tiny_server: Server) -> None:
+    for _ in range(3):
+        tiny_server.client().chat.completions.create(
+            model="tiny-phi3", messages=[{"role": "user", "content": "x"}], max_tokens=2
+        )
+    assert tiny_server.log_text().count("Model loaded once") == 1

@@ -1,0 +1,64 @@
+"""A scripted engine: the HTTP layer is exercised without a model in the loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+
+from app.engine.base import SamplingParams, TokenDelta
+
+
+@dataclass
+class FakeEngine:
+    """Answers every request with `reply_ids` (one token per delta), then an eos id."""
+
+    reply_ids: list[int]
+    eos_id: int
+    delay_s: float = 0.0
+    name: str = "fake"
+    ready: bool = True
+    calls: list[tuple[list[int], SamplingParams]] = field(default_factory=list)
+    cancelled: int = 0
+    running: int = 0
+    error_after: int | None = None
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        self.ready = False
+
+    def is_ready(self) -> bool:
+        return self.ready
+
+    async def generate(
+        self, prompt_ids: list[int], params: SamplingParams
+    ) -> AsyncGenerator[TokenDelta, None]:
+        from app.engine.base import EngineError
+
+        self.calls.append((prompt_ids, params))
+        self.running += 1
+        finished = False
+        try:
+            script = [*self.reply_ids, self.eos_id]
+            if params.ignore_eos:
+                script = self.reply_ids * (params.max_new_tokens // len(self.reply_ids) + 1)
+            for i, token in enumerate(script[: params.max_new_tokens]):
+                if self.error_after is not None and i == self.error_after:
+                    raise EngineError("fake engine failure")
+                if self.delay_s:
+                    await asyncio.sleep(self.delay_s)
+                last = i + 1 == params.max_new_tokens
+                if token == self.eos_id and not params.ignore_eos:
+                    finished = True
+                    yield TokenDelta((token,), "stop")
+                    return
+                finished = last
+                yield TokenDelta((token,), "length" if last else None)
+                if last:
+                    return
+        finally:
+            self.running -= 1
+            if not finished:
+                self.cancelled += 1

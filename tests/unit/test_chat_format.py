@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import jinja2
+import pytest
+
+from app.chat_format import ChatFormatter, PromptError, Turn, phi3_prompt
+from app.prompt_templates import PHI3_CHAT_TEMPLATE
+from app.textmodel import TextModel
+
+CONVERSATION = [
+    Turn("system", "You are a helpful AI assistant."),
+    Turn("user", "can you introduce yourself?"),
+    Turn("assistant", "I am Phi-3.\nAsk me anything."),
+    Turn("user", "What is 2+2? Answer with {{ braces }} and <|tags|>."),
+]
+
+
+def official(turns: list[Turn], add_generation_prompt: bool) -> str:
+    template = jinja2.Environment().from_string(PHI3_CHAT_TEMPLATE)
+    return template.render(
+        messages=[{"role": t.role, "content": t.content} for t in turns],
+        add_generation_prompt=add_generation_prompt,
+        eos_token="<|endoftext|>",
+    )
+
+
+@pytest.mark.parametrize("add_generation_prompt", [True, False])
+def test_phi3_mapping_equals_official_template_byte_for_byte(add_generation_prompt: bool) -> None:
+    ours = phi3_prompt(CONVERSATION, add_generation_prompt)
+    assert ours.encode() == official(CONVERSATION, add_generation_prompt).encode()
+
+
+def test_phi3_mapping_equals_shipped_tokenizer_template(text_model: TextModel) -> None:
+    messages = [{"role": t.role, "content": t.content} for t in CONVERSATION]
+    rendered = text_model.tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True
+    )
+    assert text_model.formatter.render(CONVERSATION) == rendered
+    assert text_model.formatter.kind == "built-in Phi-3 mapping"
+
+
+def test_system_message_is_kept() -> None:
+    assert phi3_prompt([Turn("system", "S"), Turn("user", "U")]) == (
+        "<|system|>\nS<|end|>\n<|user|>\nU<|end|>\n<|assistant|>\n"
+    )
+
+
+class _TemplateTokenizer:
+    chat_template = "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}"
+
+    def apply_chat_template(self, messages: list[dict[str, str]], **_: object) -> str:
+        return "".join(f"[{m['role']}]{m['content']}" for m in messages) + "[assistant]"
+
+
+def test_other_models_use_their_own_template() -> None:
+    formatter = ChatFormatter("llama", _TemplateTokenizer())
+    assert formatter.render([Turn("user", "hi")]) == "[user]hi[assistant]"
+
+
+def test_model_without_template_is_refused() -> None:
+    class Bare:
+        chat_template = None
+
+    formatter = ChatFormatter("gpt2", Bare())
+    with pytest.raises(PromptError):
+        formatter.render([Turn("user", "hi")])

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from app.modelstore import store
+
+
+def fake_export(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for name in store.REQUIRED_FILES:
+        (folder / name).write_text(name)
+    return folder
+
+
+def test_manifest_detects_truncated_files(tmp_path: Path) -> None:
+    folder = fake_export(tmp_path / "m" / "int4")
+    store.write_manifest(folder, {"model": "m"})
+    assert store.is_complete(folder)
+    (folder / "openvino_model.bin").write_text("cut")
+    assert not store.is_complete(folder)
+
+
+def test_missing_file_is_incomplete(tmp_path: Path) -> None:
+    folder = fake_export(tmp_path / "m" / "int4")
+    (folder / "openvino_tokenizer.xml").unlink()
+    assert store.missing_files(folder) == ["openvino_tokenizer.xml"]
+    assert not store.is_complete(folder)
+
+
+def test_default_when_no_phi3(tmp_path: Path) -> None:
+    store.write_manifest(fake_export(store.model_dir(tmp_path, store.DEFAULT_MODEL)), {})
+    resolved = store.resolve(None, tmp_path)
+    assert resolved.name == store.DEFAULT_MODEL
+    assert "embedded default" in resolved.reason
+
+
+def test_phi3_preferred_when_exported(tmp_path: Path) -> None:
+    store.write_manifest(fake_export(store.model_dir(tmp_path, store.DEFAULT_MODEL)), {})
+    store.write_manifest(fake_export(store.model_dir(tmp_path, "phi3-instruct")), {})
+    assert store.resolve(None, tmp_path).name == "phi3-instruct"
+
+
+def test_half_built_phi3_is_not_preferred(tmp_path: Path) -> None:
+    store.write_manifest(fake_export(store.model_dir(tmp_path, store.DEFAULT_MODEL)), {})
+    fake_export(store.model_dir(tmp_path, "phi3-instruct"))
+    (store.model_dir(tmp_path, "phi3-instruct") / "openvino_model.bin").unlink()
+    assert store.resolve(None, tmp_path).name == store.DEFAULT_MODEL
+
+
+def test_by_name_and_by_path(tmp_path: Path, tiny_model_dir: Path) -> None:
+    shutil.copytree(tiny_model_dir, store.model_dir(tmp_path, "mine"))
+    assert store.resolve("mine", tmp_path).path == store.model_dir(tmp_path, "mine")
+    by_path = store.resolve(str(tmp_path / "mine"), tmp_path)
+    assert (by_path.name, by_path.path) == ("mine", store.model_dir(tmp_path, "mine"))
+
+
+def test_unknown_or_broken_model_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(store.ModelNotFoundError, match="nope"):
+        store.resolve("nope", tmp_path)
+    fake_export(store.model_dir(tmp_path, "broken"))
+    (store.model_dir(tmp_path, "broken") / "config.json").unlink()
+    with pytest.raises(store.ModelNotFoundError, match="incomplete"):
+        store.resolve("broken", tmp_path)
