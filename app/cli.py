@@ -113,10 +113,17 @@ def main(argv: list[str] | None = None) -> int:
         _logging(settings.log_level)
         import uvicorn
 
+        from app.engine.base import EngineStartError
+        from app.modelstore.store import ModelNotFoundError
         from app.server import create_app
 
+        try:
+            app = create_app(settings)
+        except (ModelNotFoundError, EngineStartError) as exc:
+            logger.error("Cannot start: %s", exc)
+            return 2
         uvicorn.run(
-            create_app(settings),
+            app,
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,

@@ -59,12 +59,15 @@ def _fingerprint(model: store.ResolvedModel, engine: str) -> str:
 
 
 def create_app(settings: Settings, engine_factory: EngineFactory = build_engine) -> FastAPI:
+    """Configuration mistakes (no such model, absent device) raise here, before the server
+    binds; the model itself is loaded in the lifespan, once."""
+    model = store.resolve(settings.model, settings.model_store)
+    logger.info("Serving %s from %s (%s)", model.name, model.path, model.reason)
+    engine = engine_factory(settings, model)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        model = store.resolve(settings.model, settings.model_store)
-        logger.info("Serving %s from %s (%s)", model.name, model.path, model.reason)
         text = TextModel.load(model.path)
-        engine = engine_factory(settings, model)
         await engine.start()
         app.state.ovchat = ServerState(
             settings=settings,
