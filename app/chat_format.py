@@ -41,15 +41,15 @@ class ChatFormatter:
     def kind(self) -> str:
         return "built-in Phi-3 mapping" if self._builtin else "the model's chat template"
 
-    def render(self, turns: Sequence[Turn]) -> str:
+    def render(self, turns: Sequence[Turn], add_generation_prompt: bool = True) -> str:
         if self._builtin:
-            return phi3_prompt(turns)
+            return phi3_prompt(turns, add_generation_prompt)
         if not self.available:
             raise PromptError("this model has no chat template; use /v1/completions", "messages")
         messages = [{"role": t.role, "content": t.content} for t in turns]
         try:
             rendered = self._tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
+                messages, tokenize=False, add_generation_prompt=add_generation_prompt
             )
         except Exception as exc:  # templates raise on conversations they do not support
             raise PromptError(f"the model's chat template rejected the messages: {exc}") from exc

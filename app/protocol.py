@@ -11,11 +11,11 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
-    field_validator,
     model_serializer,
 )
 
@@ -53,14 +53,27 @@ class TextContentPart(BaseModel):
     text: str
 
 
+class FunctionCall(BaseModel):
+    arguments: str  # JSON text, as OpenAI sends it
+    name: str
+
+
+class ToolCall(BaseModel):
+    id: str
+    function: FunctionCall
+    type: Literal["function"] = "function"
+
+
 class ChatMessage(BaseModel):
     """One message of the conversation; `developer` is OpenAI's newer name for `system`."""
 
     model_config = ConfigDict(extra="allow")
 
     content: str | list[TextContentPart] | None = None
-    role: Literal["developer", "system", "user", "assistant"]
+    role: Literal["developer", "system", "user", "assistant", "tool"]
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None  # assistant messages that called tools
+    tool_call_id: str | None = None  # tool messages: the call they answer
 
     def text(self) -> str:
         if self.content is None:
@@ -77,6 +90,66 @@ class StreamOptions(BaseModel):
     include_obfuscation: bool | None = None
 
 
+class FunctionDefinition(BaseModel):
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDefinition(BaseModel):
+    function: FunctionDefinition
+    type: Literal["function"]
+
+
+class NamedFunction(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    function: NamedFunction
+    type: Literal["function"]
+
+
+class JsonSchemaFormat(BaseModel):
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormatText(BaseModel):
+    type: Literal["text"]
+
+
+class ResponseFormatJsonObject(BaseModel):
+    type: Literal["json_object"]
+
+
+class ResponseFormatJsonSchema(BaseModel):
+    json_schema: JsonSchemaFormat
+    type: Literal["json_schema"]
+
+
+ResponseFormat = Annotated[
+    ResponseFormatText | ResponseFormatJsonObject | ResponseFormatJsonSchema,
+    Field(discriminator="type"),
+]
+
+
+def as_list(stop: str | list[str] | None) -> list[str]:
+    if stop is None:
+        return []
+    return [stop] if isinstance(stop, str) else list(stop)
+
+
+def _no_empty_stop(value: str | list[str] | None) -> str | list[str] | None:
+    if any(item == "" for item in as_list(value)):
+        raise ValueError("stop strings must not be empty")
+    return value
+
+
+Stop = Annotated[str | list[str] | None, AfterValidator(_no_empty_stop)]
 Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 
@@ -93,38 +166,102 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     metadata: dict[str, str] | None = None
     n: Annotated[int, Field(ge=1)] | None = None
+    parallel_tool_calls: bool | None = None
     presence_penalty: Penalty | None = None
-    response_format: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
     seed: int | None = None
     service_tier: str | None = None
-    stop: str | list[str] | None = None
+    stop: Stop = None
     store: bool | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     temperature: Temperature | None = None
-    tool_choice: Any | None = None
-    tools: list[dict[str, Any]] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    tools: list[ToolDefinition] | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     user: str | None = None
-    # Extension (vLLM's name): keep generating past eos, for fixed-length benchmarks.
-    ignore_eos: bool | None = None
-
-    @field_validator("stop")
-    @classmethod
-    def _stop_not_empty(cls, value: str | list[str] | None) -> str | list[str] | None:
-        items = [value] if isinstance(value, str) else (value or [])
-        if any(item == "" for item in items):
-            raise ValueError("stop strings must not be empty")
-        return value
+    # Common extensions (vLLM's names).
+    top_k: Annotated[int, Field(ge=-1)] | None = None
+    min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    repetition_penalty: Annotated[float, Field(gt=0.0, le=2.0)] | None = None
+    ignore_eos: bool | None = None  # keep generating past eos, for fixed-length benchmarks
 
     def stop_list(self) -> list[str]:
-        if self.stop is None:
-            return []
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+        return as_list(self.stop)
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+
+class CompletionRequest(BaseModel):
+    """The legacy text completions request."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    prompt: str | list[str] | list[int] | list[list[int]]
+    best_of: Annotated[int, Field(ge=1)] | None = None
+    echo: bool | None = None
+    frequency_penalty: Penalty | None = None
+    logit_bias: dict[str, float] | None = None
+    logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    n: Annotated[int, Field(ge=1)] | None = None
+    presence_penalty: Penalty | None = None
+    seed: int | None = None
+    stop: Stop = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    suffix: str | None = None
+    temperature: Temperature | None = None
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    user: str | None = None
+    top_k: Annotated[int, Field(ge=-1)] | None = None
+    min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    repetition_penalty: Annotated[float, Field(gt=0.0, le=2.0)] | None = None
+    ignore_eos: bool | None = None
+
+    def stop_list(self) -> list[str]:
+        return as_list(self.stop)
+
+    def prompts(self) -> list[str | list[int]]:
+        """The prompt field's four shapes as a list of prompts (text or token ids)."""
+        prompt = self.prompt
+        if isinstance(prompt, str):
+            return [prompt]
+        if prompt and all(isinstance(p, int) for p in prompt):
+            return [list(prompt)]  # type: ignore[arg-type]
+        return list(prompt)  # type: ignore[arg-type]
+
+
+class TokenizeRequest(BaseModel):
+    """vLLM's /tokenize: either a prompt or chat messages."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    add_special_tokens: bool = False
+    add_generation_prompt: bool = True
+
+
+class TokenizeResponse(BaseModel):
+    count: int
+    max_model_len: int
+    tokens: list[int]
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    tokens: list[Annotated[int, Field(ge=0)]]
+
+
+class DetokenizeResponse(BaseModel):
+    prompt: str
 
 
 # ---------------------------------------------------------------------------- responses
@@ -144,16 +281,42 @@ class Usage(BaseModel):
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 
 
+class TopLogprob(BaseModel):
+    token: str
+    bytes: list[int] | None
+    logprob: float
+
+
+class TokenLogprob(BaseModel):
+    token: str
+    bytes: list[int] | None
+    logprob: float
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob] | None
+    refusal: list[TokenLogprob] | None = None
+
+
 class AssistantMessage(BaseModel):
     content: str | None
     refusal: str | None = None
     role: Literal["assistant"] = "assistant"
+    tool_calls: list[ToolCall] | None = None
+
+    @model_serializer(mode="wrap")
+    def _calls_only_when_made(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("tool_calls") is None:
+            data.pop("tool_calls", None)
+        return data
 
 
 class ChatChoice(BaseModel):
     finish_reason: FinishReason
     index: int
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     message: AssistantMessage
 
 
@@ -167,9 +330,17 @@ class ChatCompletion(BaseModel):
     usage: Usage
 
 
+class ChunkToolCall(BaseModel):
+    index: int
+    id: str
+    function: FunctionCall
+    type: Literal["function"] = "function"
+
+
 class ChunkDelta(BaseModel):
     content: str | None = None
     role: Literal["assistant"] | None = None
+    tool_calls: list[ChunkToolCall] | None = None
 
     @model_serializer(mode="wrap")
     def _only_present(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -181,7 +352,7 @@ class ChunkChoice(BaseModel):
     delta: ChunkDelta
     finish_reason: FinishReason | None = None
     index: int
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -190,6 +361,30 @@ class ChatCompletionChunk(BaseModel):
     created: int
     model: str
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    system_fingerprint: str
+    usage: Usage | None = None
+
+
+class CompletionLogprobs(BaseModel):
+    text_offset: list[int]
+    token_logprobs: list[float | None]
+    tokens: list[str]
+    top_logprobs: list[dict[str, float]] | None = None
+
+
+class CompletionChoice(BaseModel):
+    finish_reason: FinishReason | None
+    index: int
+    logprobs: CompletionLogprobs | None = None
+    text: str
+
+
+class Completion(BaseModel):
+    id: str
+    choices: list[CompletionChoice]
+    created: int
+    model: str
+    object: Literal["text_completion"] = "text_completion"
     system_fingerprint: str
     usage: Usage | None = None
 

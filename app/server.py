@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__, errors
-from app.api import chat, health, models
+from app.api import chat, completions, health, models, tokenize
 from app.engine.base import Engine
 from app.middleware import RequestIdMiddleware
 from app.modelstore import store
@@ -93,6 +93,8 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
     app.state.ovchat = None
     errors.install(app)
     app.include_router(chat.router)
+    app.include_router(completions.router)
+    app.include_router(tokenize.router)
     app.include_router(models.router)
     app.include_router(health.router)
     app.add_middleware(RequestIdMiddleware)

@@ -3,8 +3,10 @@ its eos ids, and how its token stream turns back into text."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,23 @@ def _context_length(config: dict[str, Any], tokenizer: Any) -> int:
     return int(limit) if isinstance(limit, int) and limit < 10**7 else 2048
 
 
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+@functools.cache
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's printable stand-ins for raw bytes, reversed."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    codes = list(printable)
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return {chr(code): byte for byte, code in zip(printable, codes, strict=True)}
+
+
 @dataclass
 class TextModel:
     tokenizer: Any
@@ -46,6 +65,11 @@ class TextModel:
     eos_token_ids: frozenset[int]
     context_length: int
     model_type: str
+
+    @property
+    def _byte_level(self) -> bool:
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        return "ByteLevel" in repr(getattr(backend, "decoder", None))
 
     @classmethod
     def load(cls, folder: Path) -> TextModel:
@@ -70,9 +94,29 @@ class TextModel:
         )
         return model
 
-    def encode(self, text: str) -> list[int]:
-        # Templates write their own special tokens; the tokenizer must not add a BOS.
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        # Templates write their own special tokens; by default no BOS is added.
+        return list(self.tokenizer.encode(text, add_special_tokens=add_special_tokens))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The exact bytes a token stands for, also when it is only part of a UTF-8
+        character: what OpenAI's logprobs `bytes` carry so clients can reassemble text."""
+        piece = str(self.tokenizer.convert_ids_to_tokens(token_id))
+        byte_fallback = _BYTE_TOKEN.fullmatch(piece)
+        if byte_fallback:
+            return bytes([int(byte_fallback.group(1), 16)])
+        if self._byte_level:
+            table = _byte_decoder()
+            if all(ch in table for ch in piece):
+                return bytes(table[ch] for ch in piece)
+        return piece.replace("\u2581", " ").encode("utf-8")
+
+    def decode(self, token_ids: list[int]) -> str:
+        return str(self.tokenizer.decode(token_ids, skip_special_tokens=True))
 
     def decoder(self) -> IncrementalDecoder:
         return IncrementalDecoder(self.tokenizer)

@@ -1,13 +1,13 @@
-"""POST /v1/chat/completions: OpenAI request in, engine request out, OpenAI response back."""
+"""POST /v1/chat/completions: OpenAI request in, engine requests out, OpenAI response back."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -15,10 +15,12 @@ from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
 
 from app.api.deps import State, served_model
+from app.api.disconnect import until_disconnect
+from app.api.sampling import check_context, check_stops, sampling_params
 from app.chat_format import PromptError, Turn
 from app.engine.base import EngineError, SamplingParams
 from app.errors import ApiError
-from app.generation import TextDelta, generate_text
+from app.generation import TextDelta, TokenLogprob, generate_choices
 from app.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -26,81 +28,69 @@ from app.protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatMessage,
+    ChoiceLogprobs,
     ChunkChoice,
     ChunkDelta,
+    ChunkToolCall,
     ErrorResponse,
+    ToolCall,
     Usage,
     new_id,
     now,
 )
-from app.settings import Settings
+from app.protocol import TokenLogprob as WireLogprob
 from app.state import ServerState
+from app.structured import (
+    StructuredError,
+    ToolPlan,
+    message_text,
+    parse_tool_calls,
+    plan_tools,
+    response_format_schema,
+)
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 429, 500, 503)
 }
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletion, responses=_ERRORS)
+@router.post("/v1/chat/completions", response_model=ChatCompletion, responses=ERROR_RESPONSES)
 async def chat_completions(body: ChatCompletionRequest, request: Request, state: State) -> Response:
     served_model(state, body.model)
-    refuse_unsupported(body, state.settings)
+    check_shape(body, state)
     if body.model_extra:
         logger.debug("Ignoring unknown request fields: %s", sorted(body.model_extra))
     try:
-        prompt = state.text.formatter.render(to_turns(body.messages))
+        plan = plan_tools(body.tools, body.tool_choice, body.parallel_tool_calls)
+        schema = (
+            plan.schema if plan and plan.forced else response_format_schema(body.response_format)
+        )
+    except StructuredError as exc:
+        raise ApiError(400, str(exc), param=exc.param, code="invalid_value") from exc
+    try:
+        prompt = state.text.formatter.render(to_turns(body.messages, plan))
     except PromptError as exc:
         raise ApiError(400, str(exc), param=exc.param) from exc
     prompt_ids = state.text.encode(prompt)
-    params = sampling_params(body, state, len(prompt_ids))
-    call = ChatCall(state, body, prompt_ids, params, request)
+    budget = check_context(state, len(prompt_ids), body.token_limit(), "messages")
+    params = sampling_params(
+        body,
+        state,
+        budget,
+        logprobs=bool(body.logprobs),
+        json_schema=json.dumps(schema) if schema is not None else None,
+    )
+    call = ChatCall(state, body, prompt_ids, params, check_stops(state, body.stop_list()), plan)
     if body.stream:
         stream: Response = EventSourceResponse(call.stream(), sep="\n", ping=15)
         return stream
-    return await call.complete()
+    return await until_disconnect(request, call.complete(), call.log)
 
 
-def to_turns(messages: list[ChatMessage]) -> list[Turn]:
-    turns = []
-    for i, message in enumerate(messages):
-        if message.content is None and message.role != "assistant":
-            raise ApiError(
-                400,
-                f"messages[{i}].content must be a string or a list of text parts, not null.",
-                param=f"messages[{i}].content",
-                code="invalid_value",
-            )
-        role = "system" if message.role == "developer" else message.role
-        turns.append(Turn(role, message.text()))
-    return turns
-
-
-def refuse_unsupported(body: ChatCompletionRequest, settings: Settings) -> None:
-    """Parameters this server cannot honour yet are refused, never silently ignored."""
-
-    def refuse(param: str, what: str) -> None:
-        raise ApiError(
-            400,
-            f"{what} is not supported by this server.",
-            param=param,
-            code="unsupported_parameter",
-        )
-
-    if body.n not in (None, 1):
-        refuse("n", "n > 1")
-    if body.logprobs or body.top_logprobs:
-        refuse("logprobs", "logprobs")
-    if body.logit_bias:
-        refuse("logit_bias", "logit_bias")
-    if body.tools:
-        refuse("tools", "tools")
-    if body.tool_choice not in (None, "none"):
-        refuse("tool_choice", "tool_choice")
-    if body.response_format and body.response_format.get("type", "text") != "text":
-        refuse("response_format", f"response_format {body.response_format.get('type')!r}")
+def check_shape(body: ChatCompletionRequest, state: ServerState) -> None:
     if body.stream_options is not None and not body.stream:
         raise ApiError(
             400,
@@ -108,133 +98,169 @@ def refuse_unsupported(body: ChatCompletionRequest, settings: Settings) -> None:
             param="stream_options",
             code="invalid_value",
         )
-    if len(body.messages) > settings.max_messages:
+    if body.top_logprobs is not None and not body.logprobs:
         raise ApiError(
             400,
-            f"At most {settings.max_messages} messages are allowed.",
+            "top_logprobs requires logprobs to be true.",
+            param="top_logprobs",
+            code="invalid_value",
+        )
+    if body.top_logprobs:
+        raise ApiError(
+            400,
+            "top_logprobs > 0 is not supported: the engine reports the chosen token's "
+            "log-probability but not the alternatives. Use top_logprobs 0.",
+            param="top_logprobs",
+            code="unsupported_parameter",
+        )
+    if len(body.messages) > state.settings.max_messages:
+        raise ApiError(
+            400,
+            f"At most {state.settings.max_messages} messages are allowed.",
             param="messages",
             code="too_many_messages",
         )
-    if len(body.stop_list()) > settings.max_stop_sequences:
-        raise ApiError(
-            400,
-            f"At most {settings.max_stop_sequences} stop sequences are allowed.",
-            param="stop",
-            code="too_many_stop_sequences",
-        )
 
 
-def sampling_params(
-    body: ChatCompletionRequest, state: ServerState, prompt_tokens: int
-) -> SamplingParams:
-    context = state.text.context_length
-    requested = body.token_limit()
-    room = context - prompt_tokens
-    if room <= 0 or (requested is not None and requested > room):
-        asked = requested if requested is not None else 0
-        raise ApiError(
-            400,
-            f"This model's maximum context length is {context} tokens. However, you "
-            f"requested {prompt_tokens + asked} tokens ({prompt_tokens} in the messages, "
-            f"{asked} in the completion). Please reduce the length of the messages or "
-            f"completion.",
-            param="messages",
-            code="context_length_exceeded",
-        )
-    temperature = 1.0 if body.temperature is None else body.temperature
-    return SamplingParams(
-        max_new_tokens=requested if requested is not None else room,
-        temperature=temperature,
-        top_p=1.0 if body.top_p is None else body.top_p,
-        seed=body.seed if body.seed is not None else secrets.randbits(31),
-        frequency_penalty=body.frequency_penalty or 0.0,
-        presence_penalty=body.presence_penalty or 0.0,
-        stop_token_ids=state.text.eos_token_ids,
-        ignore_eos=bool(body.ignore_eos),
+def to_turns(messages: list[ChatMessage], plan: ToolPlan | None = None) -> list[Turn]:
+    tool_names = {
+        call.id: call.function.name for message in messages for call in message.tool_calls or []
+    }
+    turns = []
+    for i, message in enumerate(messages):
+        if message.content is None and not (message.role == "assistant"):
+            raise ApiError(
+                400,
+                f"messages[{i}].content must be a string or a list of text parts, not null.",
+                param=f"messages[{i}].content",
+                code="invalid_value",
+            )
+        if message.role == "assistant" and message.content is None and not message.tool_calls:
+            raise ApiError(
+                400,
+                f"messages[{i}] (assistant) needs content or tool_calls.",
+                param=f"messages[{i}].content",
+                code="invalid_value",
+            )
+        # Templates know system, user and assistant; a tool result is read by the user
+        # side of the conversation, as the model's own call was its reply.
+        role = {"developer": "system", "tool": "user"}.get(message.role, message.role)
+        turns.append(Turn(role, message_text(message, tool_names)))
+    if plan is not None:
+        if turns and turns[0].role == "system":
+            turns[0] = Turn("system", f"{turns[0].content}\n\n{plan.system_text()}")
+        else:
+            turns.insert(0, Turn("system", plan.system_text()))
+    return turns
+
+
+def wire_logprobs(items: tuple[TokenLogprob, ...] | list[TokenLogprob]) -> ChoiceLogprobs:
+    return ChoiceLogprobs(
+        content=[WireLogprob(token=t.token, bytes=t.bytes, logprob=t.logprob) for t in items]
     )
 
 
+@dataclass
+class _Choice:
+    parts: list[str] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish: str | None = None
+    tokens: int = 0
+
+    def add(self, delta: TextDelta) -> None:
+        self.parts.append(delta.text)
+        self.logprobs.extend(delta.logprobs)
+        self.tokens = delta.completion_tokens
+        self.finish = delta.finish_reason or self.finish
+
+
 class ChatCall:
-    """One accepted chat request, answered either as one JSON body or as an SSE stream."""
+    """One accepted chat request, answered as one JSON body or as an SSE stream."""
 
     def __init__(
         self,
         state: ServerState,
         body: ChatCompletionRequest,
         prompt_ids: list[int],
-        params: SamplingParams,
-        request: Request,
+        params: list[SamplingParams],
+        stops: list[str],
+        plan: ToolPlan | None,
     ) -> None:
         self.state = state
         self.body = body
         self.prompt_ids = prompt_ids
         self.params = params
-        self.request = request
+        self.stops = stops
+        self.plan = plan
         self.id = new_id("chatcmpl")
         self.created = now()
         self.started = time.monotonic()
-        self.completion_tokens = 0
+        self.choices = [_Choice() for _ in params]
 
-    def _deltas(self) -> AsyncIterator[TextDelta]:
-        return generate_text(
-            self.state.engine, self.state.text, self.prompt_ids, self.params, self.body.stop_list()
-        )
+    def _deltas(self) -> AsyncIterator[tuple[int, TextDelta]]:
+        jobs = [(self.prompt_ids, params) for params in self.params]
+        return generate_choices(self.state.engine, self.state.text, jobs, self.stops)
 
     def usage(self) -> Usage:
         prompt = len(self.prompt_ids)
+        completion = sum(c.tokens for c in self.choices)
         return Usage(
-            prompt_tokens=prompt,
-            completion_tokens=self.completion_tokens,
-            total_tokens=prompt + self.completion_tokens,
+            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
         )
 
-    def _log(self, outcome: str) -> None:
+    def log(self, outcome: str) -> None:
         logger.info(
-            "%s %s prompt_tokens=%d completion_tokens=%d elapsed=%.3fs",
+            "%s %s n=%d prompt_tokens=%d completion_tokens=%d elapsed=%.3fs",
             self.id,
             outcome,
+            len(self.params),
             len(self.prompt_ids),
-            self.completion_tokens,
+            sum(c.tokens for c in self.choices),
             time.monotonic() - self.started,
         )
 
+    def _tool_calls(self, choice: _Choice) -> list[ToolCall] | None:
+        if self.plan is None or choice.finish != "stop":
+            return None
+        return parse_tool_calls("".join(choice.parts), self.plan)
+
     async def complete(self) -> Response:
-        collect = asyncio.ensure_future(self._collect())
-        gone = asyncio.ensure_future(_client_gone(self.request))
         try:
-            await asyncio.wait({collect, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-        if not collect.done():
-            collect.cancel()  # closes the generation, which cancels it in the engine
-            self._log("cancelled: client disconnected")
-            return Response(status_code=499)
-        try:
-            text, finish = collect.result()
+            async for index, delta in self._deltas():
+                self.choices[index].add(delta)
         except EngineError as exc:
-            self._log(f"failed: {exc}")
+            self.log(f"failed: {exc}")
             raise ApiError(503, f"Generation failed: {exc}", code="engine_unavailable") from exc
-        self._log(f"finished: {finish}")
+        choices = []
+        for index, choice in enumerate(self.choices):
+            calls = self._tool_calls(choice)
+            message = AssistantMessage(
+                content=None if calls else "".join(choice.parts), tool_calls=calls
+            )
+            choices.append(
+                ChatChoice(
+                    index=index,
+                    finish_reason="tool_calls" if calls else choice.finish or "stop",
+                    message=message,
+                    logprobs=wire_logprobs(choice.logprobs) if self.body.logprobs else None,
+                )
+            )
+        self.log("finished: " + ",".join(c.finish_reason for c in choices))
         result = ChatCompletion(
             id=self.id,
             created=self.created,
             model=self.state.model_id,
             system_fingerprint=self.state.system_fingerprint,
-            choices=[
-                ChatChoice(index=0, finish_reason=finish, message=AssistantMessage(content=text))
-            ],
+            choices=choices,
             usage=self.usage(),
         )
-        return JSONResponse(result.model_dump(mode="json"))
+        return JSONResponse(result.model_dump(mode="json", exclude_none=False))
 
-    async def _collect(self) -> tuple[str, Any]:
-        parts: list[str] = []
-        async for delta in self._deltas():
-            parts.append(delta.text)
-            self.completion_tokens = delta.completion_tokens
-            if delta.finish_reason is not None:
-                return "".join(parts), delta.finish_reason
-        raise EngineError("the engine ended the generation without a finish reason")
+    # ------------------------------------------------------------------ streaming
+
+    def _include_usage(self) -> bool:
+        options = self.body.stream_options
+        return bool(options and options.include_usage)
 
     def _chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> dict[str, str]:
         chunk = ChatCompletionChunk(
@@ -250,43 +276,66 @@ class ChatCall:
             del payload["usage"]  # OpenAI sends the key only to clients that asked for usage
         return {"data": json.dumps(payload, ensure_ascii=False, separators=(",", ":"))}
 
-    def _include_usage(self) -> bool:
-        options = self.body.stream_options
-        return bool(options and options.include_usage)
-
-    async def stream(self) -> AsyncIterator[dict[str, str]]:
-        finish: str | None = None
-        try:
-            yield self._chunk(
-                [ChunkChoice(index=0, delta=ChunkDelta(role="assistant", content=""))]
-            )
-            async for delta in self._deltas():
-                self.completion_tokens = delta.completion_tokens
-                if delta.text or delta.finish_reason:
-                    choice = ChunkChoice(
-                        index=0,
+    def _delta_chunk(self, index: int, delta: TextDelta) -> dict[str, str] | None:
+        """Tool requests are buffered: whether the reply is a call is known at its end."""
+        choice = self.choices[index]
+        choice.add(delta)
+        logprobs = wire_logprobs(delta.logprobs) if self.body.logprobs else None
+        if self.plan is None:
+            if not (delta.text or delta.finish_reason or delta.logprobs):
+                return None
+            return self._chunk(
+                [
+                    ChunkChoice(
+                        index=index,
                         delta=ChunkDelta(content=delta.text or None),
                         finish_reason=delta.finish_reason,
+                        logprobs=logprobs,
                     )
-                    yield self._chunk([choice])
-                finish = delta.finish_reason
+                ]
+            )
+        if delta.finish_reason is None:
+            return None
+        calls = self._tool_calls(choice)
+        if calls:
+            tool_delta = ChunkDelta(
+                tool_calls=[
+                    ChunkToolCall(index=i, id=c.id, function=c.function)
+                    for i, c in enumerate(calls)
+                ]
+            )
+            return self._chunk(
+                [ChunkChoice(index=index, delta=tool_delta, finish_reason="tool_calls")]
+            )
+        text = "".join(choice.parts)
+        return self._chunk(
+            [
+                ChunkChoice(
+                    index=index,
+                    delta=ChunkDelta(content=text or None),
+                    finish_reason=delta.finish_reason,
+                    logprobs=wire_logprobs(choice.logprobs) if self.body.logprobs else None,
+                )
+            ]
+        )
+
+    async def stream(self) -> AsyncIterator[dict[str, str]]:
+        try:
+            for index in range(len(self.params)):
+                role = ChunkDelta(role="assistant", content="")
+                yield self._chunk([ChunkChoice(index=index, delta=role)])
+            async for index, delta in self._deltas():
+                chunk = self._delta_chunk(index, delta)
+                if chunk is not None:
+                    yield chunk
             if self._include_usage():
                 yield self._chunk([], usage=self.usage())
-            self._log(f"streamed: {finish}")
+            self.log("streamed: " + ",".join(c.finish or "?" for c in self.choices))
         except EngineError as exc:
-            self._log(f"failed mid-stream: {exc}")
+            self.log(f"failed mid-stream: {exc}")
             error = ApiError(503, f"Generation failed: {exc}", code="engine_unavailable")
             yield {"data": json.dumps(error.payload())}
         except asyncio.CancelledError:
-            self._log("cancelled: client disconnected")
+            self.log("cancelled: client disconnected")
             raise
         yield {"data": "[DONE]"}
-
-
-async def _client_gone(request: Request) -> None:
-    """Returns when the client disconnects. The body has already been read, so the next
-    ASGI message can only be the disconnect."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return

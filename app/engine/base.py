@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 EngineFinish = Literal["stop", "length"]
@@ -23,6 +23,12 @@ class SamplingParams:
     # `<|endoftext|>` alone runs on past `<|end|>`.
     stop_token_ids: frozenset[int] = field(default_factory=frozenset)
     ignore_eos: bool = False
+    min_p: float = 0.0
+    logprobs: bool = False  # report each chosen token's log-probability
+    json_schema: str | None = None  # constrain the output to JSON valid against it
+
+    def with_seed(self, seed: int) -> SamplingParams:
+        return replace(self, seed=seed)
 
     @property
     def greedy(self) -> bool:
@@ -36,6 +42,7 @@ class TokenDelta:
 
     token_ids: tuple[int, ...]
     finish: EngineFinish | None = None
+    logprobs: tuple[float, ...] = ()  # one per token id, when SamplingParams.logprobs
 
 
 class EngineError(RuntimeError):
@@ -46,8 +53,16 @@ class EngineStartError(RuntimeError):
     """The engine could not load the model; the message says why, for the operator."""
 
 
+# What an engine can do beyond plain sampling; requests needing more are refused with 400.
+LOGPROBS = "logprobs"
+STRUCTURED_OUTPUT = "structured_output"
+PENALTIES = "presence_frequency_penalties"
+MIN_P = "min_p"
+
+
 class Engine(Protocol):
     name: str
+    capabilities: frozenset[str]
 
     async def start(self) -> None: ...
 

@@ -13,6 +13,10 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from app.engine.base import (
+    LOGPROBS,
+    MIN_P,
+    PENALTIES,
+    STRUCTURED_OUTPUT,
     EngineError,
     EngineStartError,
     SamplingParams,
@@ -29,6 +33,7 @@ _ENGINE_GONE = "the inference engine stopped unexpectedly"
 
 class GenaiEngine:
     name = "genai"
+    capabilities = frozenset({LOGPROBS, STRUCTURED_OUTPUT, PENALTIES, MIN_P})
 
     def __init__(self, config: WorkerConfig) -> None:
         self._config = config
@@ -123,10 +128,10 @@ class GenaiEngine:
     def _dispatch(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == "tokens":
-            for rid, tokens, finish in message[1]:
+            for rid, tokens, logprobs, finish in message[1]:
                 stream = self._streams.get(rid)
                 if stream is not None:
-                    stream.put_nowait(TokenDelta(tuple(tokens), finish))
+                    stream.put_nowait(TokenDelta(tuple(tokens), finish, tuple(logprobs)))
         elif kind == "running":
             self.engine_running = message[1]
         elif kind == "error":

@@ -20,7 +20,7 @@ logger = logging.getLogger("app.engine.worker")
 
 # Inbox messages:  ("add", rid, prompt_ids, SamplingParams) | ("cancel", rid) | ("stop",)
 # Outbox messages: ("ready", info) | ("failed", message)
-#                  | ("tokens", [(rid, token_ids, finish_or_None), ...])
+#                  | ("tokens", [(rid, token_ids, logprobs, finish_or_None), ...])
 #                  | ("error", rid, message) | ("running", count)
 
 
@@ -53,6 +53,13 @@ def generation_config(params: SamplingParams) -> Any:
         config.top_p = params.top_p
         config.top_k = params.top_k if params.top_k > 0 else 2**31 - 1
         config.rng_seed = params.seed
+        config.min_p = params.min_p
+    if params.logprobs:
+        config.logprobs = 1
+    if params.json_schema is not None:
+        config.structured_output_config = ov_genai.StructuredOutputConfig(
+            json_schema=params.json_schema
+        )
     config.presence_penalty = params.presence_penalty
     config.frequency_penalty = params.frequency_penalty
     config.repetition_penalty = params.repetition_penalty
@@ -142,10 +149,12 @@ def run(cfg: WorkerConfig, inbox: Queue[Any], outbox: Queue[Any]) -> None:
         events = []
         for rid, handle in list(handles.items()):
             tokens: list[int] = []
+            logprobs: list[float] = []
             finish: str | None = None
             if handle.can_read():
                 for output in handle.read().values():
                     tokens.extend(output.generated_ids)
+                    logprobs.extend(output.generated_log_probs)
                     finish = _finish_name(output.finish_reason) or finish
             status = handle.get_status().name
             if status == "IGNORED":  # the scheduler could never fit it (KV cache too small)
@@ -156,7 +165,7 @@ def run(cfg: WorkerConfig, inbox: Queue[Any], outbox: Queue[Any]) -> None:
                 del handles[rid]
                 finish = finish or "length"
             if tokens or finish:
-                events.append((rid, tokens, finish))
+                events.append((rid, tokens, logprobs, finish))
         if events:
             outbox.put(("tokens", events))
             if not handles:

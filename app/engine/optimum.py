@@ -26,6 +26,8 @@ class _Cancelled(Exception):
 
 class OptimumEngine:
     name = "optimum"
+    # The sample's generate(): plain sampling only; anything more is refused up front.
+    capabilities: frozenset[str] = frozenset()
 
     def __init__(self, model_path: Path, device: str, ov_config: dict[str, str]) -> None:
         self._path = model_path
@@ -174,8 +176,6 @@ class OptimumEngine:
             kwargs |= {"temperature": params.temperature, "top_p": params.top_p}
             kwargs["top_k"] = params.top_k or None
             torch.manual_seed(params.seed)
-        if params.presence_penalty or params.frequency_penalty:
-            raise EngineError("the optimum engine does not support presence/frequency penalties")
         input_ids = torch.tensor([prompt_ids], dtype=torch.long)
         self._model.generate(
             input_ids=input_ids,

@@ -17,6 +17,9 @@ class FakeEngine:
     eos_id: int
     delay_s: float = 0.0
     name: str = "fake"
+    capabilities: frozenset[str] = frozenset(
+        {"logprobs", "structured_output", "presence_frequency_penalties", "min_p"}
+    )
     ready: bool = True
     calls: list[tuple[list[int], SamplingParams]] = field(default_factory=list)
     cancelled: int = 0
@@ -50,12 +53,13 @@ class FakeEngine:
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
                 last = i + 1 == params.max_new_tokens
+                logprobs = (-0.25,) if params.logprobs else ()
                 if token == self.eos_id and not params.ignore_eos:
                     finished = True
-                    yield TokenDelta((token,), "stop")
+                    yield TokenDelta((token,), "stop", logprobs)
                     return
                 finished = last
-                yield TokenDelta((token,), "length" if last else None)
+                yield TokenDelta((token,), "length" if last else None, logprobs)
                 if last:
                     return
         finally:

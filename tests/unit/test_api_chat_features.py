@@ -1,0 +1,203 @@
+"""n, logprobs, response_format and tools through the HTTP layer, on the scripted engine."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from app.textmodel import TextModel
+from tests.unit.conftest import REPLY
+from tests.unit.fakes import FakeEngine
+
+USER = [{"role": "user", "content": "What is the capital of France?"}]
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather of a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+def chat(client: TestClient, **body: Any) -> Any:
+    return client.post("/v1/chat/completions", json={"model": "tiny", "messages": USER} | body)
+
+
+def events(client: TestClient, **body: Any) -> list[dict[str, Any]]:
+    with client.stream(
+        "POST",
+        "/v1/chat/completions",
+        json={"model": "tiny", "messages": USER, "stream": True} | body,
+    ) as response:
+        text = "".join(response.iter_text())
+    data = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    return [json.loads(d) for d in data[:-1]]
+
+
+def test_n_choices_have_distinct_seeds_and_summed_usage(
+    client: TestClient, engine: FakeEngine
+) -> None:
+    body = chat(client, n=3, seed=100, temperature=0.8).json()
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2]
+    assert all(c["message"]["content"] == REPLY for c in body["choices"])
+    assert [p.seed for _, p in engine.calls] == [100, 101, 102]
+    one = chat(client).json()["usage"]["completion_tokens"]
+    assert body["usage"]["completion_tokens"] == 3 * one
+
+
+def test_n_choices_stream_with_their_index(client: TestClient) -> None:
+    chunks = events(client, n=2)
+    texts: dict[int, str] = {0: "", 1: ""}
+    finishes: dict[int, str] = {}
+    for chunk in chunks:
+        for choice in chunk["choices"]:
+            texts[choice["index"]] += choice["delta"].get("content") or ""
+            if choice["finish_reason"]:
+                finishes[choice["index"]] = choice["finish_reason"]
+    assert texts == {0: REPLY, 1: REPLY}
+    assert finishes == {0: "stop", 1: "stop"}
+
+
+def test_logprobs_per_token(client: TestClient, text_model: TextModel) -> None:
+    body = chat(client, logprobs=True, top_logprobs=0).json()
+    content = body["choices"][0]["logprobs"]["content"]
+    assert len(content) == len(text_model.encode(REPLY))  # the eos token is not listed
+    assert all(item["logprob"] == -0.25 and item["top_logprobs"] == [] for item in content)
+    # Tokens may be parts of a UTF-8 character; their bytes reassemble the text exactly.
+    assert b"".join(bytes(item["bytes"]) for item in content).decode() == REPLY
+    streamed = [
+        item
+        for chunk in events(client, logprobs=True)
+        for choice in chunk["choices"]
+        for item in (choice["logprobs"] or {}).get("content") or []
+    ]
+    assert streamed == content
+
+
+def test_no_logprobs_key_is_null(client: TestClient) -> None:
+    assert chat(client).json()["choices"][0]["logprobs"] is None
+
+
+def test_json_schema_reaches_the_engine(client: TestClient, engine: FakeEngine) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    chat(
+        client,
+        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+    )
+    assert json.loads(engine.calls[-1][1].json_schema or "") == schema
+    chat(client, response_format={"type": "json_object"})
+    assert json.loads(engine.calls[-1][1].json_schema or "") == {"type": "object"}
+    chat(client, response_format={"type": "text"})
+    assert engine.calls[-1][1].json_schema is None
+
+
+def test_invalid_schema_is_400(client: TestClient, engine: FakeEngine) -> None:
+    bad = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}
+    response = chat(client, response_format=bad)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "response_format.json_schema.schema"
+    assert engine.calls == []
+
+
+def test_required_tool_choice_constrains_to_a_call(
+    client: TestClient, engine: FakeEngine, text_model: TextModel
+) -> None:
+    call = json.dumps({"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]})
+    engine.reply_ids = text_model.encode(call)
+    body = chat(client, tools=[WEATHER], tool_choice="required").json()
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] is None
+    [tool_call] = choice["message"]["tool_calls"]
+    assert tool_call["type"] == "function" and tool_call["id"].startswith("call_")
+    assert tool_call["function"]["name"] == "get_weather"
+    assert json.loads(tool_call["function"]["arguments"]) == {"city": "Paris"}
+    prompt_ids, params = engine.calls[-1]
+    schema = json.loads(params.json_schema or "")
+    assert schema["properties"]["tool_calls"]["minItems"] == 1
+    assert "get_weather" in text_model.decode(prompt_ids)
+
+
+def test_tool_call_streams_as_one_delta(
+    client: TestClient, engine: FakeEngine, text_model: TextModel
+) -> None:
+    call = json.dumps({"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]})
+    engine.reply_ids = text_model.encode(call)
+    chunks = events(
+        client,
+        tools=[WEATHER],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+    )
+    calls = [
+        c["choices"][0]
+        for c in chunks
+        if c["choices"] and c["choices"][0]["delta"].get("tool_calls")
+    ]
+    assert len(calls) == 1
+    assert calls[0]["finish_reason"] == "tool_calls"
+    assert calls[0]["delta"]["tool_calls"][0]["function"]["name"] == "get_weather"
+
+
+def test_auto_may_answer_in_text(client: TestClient, engine: FakeEngine) -> None:
+    body = chat(client, tools=[WEATHER]).json()
+    assert body["choices"][0]["message"]["content"] == REPLY
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert engine.calls[-1][1].json_schema is None
+
+
+def test_tool_conversation_is_accepted(
+    client: TestClient, engine: FakeEngine, text_model: TextModel
+) -> None:
+    messages = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "22 C and sunny"},
+    ]
+    response = chat(client, messages=messages, tools=[WEATHER])
+    assert response.status_code == 200
+    prompt = text_model.decode(engine.calls[-1][0])
+    assert '{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}' in prompt
+    assert "Result of get_weather: 22 C and sunny" in prompt
+
+
+def test_unknown_named_tool_is_400(client: TestClient) -> None:
+    response = chat(
+        client, tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "nope"}}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "tool_choice"
+
+
+def test_sampling_extensions_reach_the_engine(client: TestClient, engine: FakeEngine) -> None:
+    chat(
+        client,
+        temperature=0.7,
+        top_p=0.9,
+        top_k=40,
+        min_p=0.05,
+        repetition_penalty=1.1,
+        presence_penalty=0.5,
+        frequency_penalty=-0.5,
+    )
+    params = engine.calls[-1][1]
+    assert (params.temperature, params.top_p, params.top_k, params.min_p) == (0.7, 0.9, 40, 0.05)
+    assert (params.repetition_penalty, params.presence_penalty) == (1.1, 0.5)
+    assert params.frequency_penalty == -0.5
