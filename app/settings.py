@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     max_n: int = Field(8, ge=1, description="Largest `n` a request may ask for.")
     max_stop_sequences: int = Field(16, ge=0, description="Most stop strings per request.")
     max_messages: int = Field(1024, ge=1, description="Most messages in one chat request.")
+    max_tool_calls: int = Field(
+        4, ge=1, description="Most parallel tool calls in one forced (required) reply."
+    )
 
     def engine_properties(self) -> dict[str, str]:
         """OpenVINO properties shared by both backends; defaults are the sample's ov_config."""

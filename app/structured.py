@@ -87,6 +87,7 @@ def plan_tools(
     tools: list[ToolDefinition] | None,
     tool_choice: str | NamedToolChoice | None,
     parallel: bool | None,
+    max_calls: int,
 ) -> ToolPlan | None:
     if not tools:
         if isinstance(tool_choice, NamedToolChoice) or tool_choice == "required":
@@ -110,11 +111,11 @@ def plan_tools(
             )
     forced = tool_choice == "required" or isinstance(tool_choice, NamedToolChoice)
     one_call = isinstance(tool_choice, NamedToolChoice) or parallel is False
-    schema = _calls_schema(chosen, one_call) if forced else None
+    schema = _calls_schema(chosen, 1 if one_call else max_calls) if forced else None
     return ToolPlan(tools=chosen, forced=forced, schema=schema)
 
 
-def _calls_schema(tools: list[ToolDefinition], one_call: bool) -> dict[str, Any]:
+def _calls_schema(tools: list[ToolDefinition], max_calls: int) -> dict[str, Any]:
     variants = [
         {
             "type": "object",
@@ -131,9 +132,10 @@ def _calls_schema(tools: list[ToolDefinition], one_call: bool) -> dict[str, Any]
         "type": "array",
         "items": variants[0] if len(variants) == 1 else {"anyOf": variants},
         "minItems": 1,
+        # Small models repeat a call until the token budget runs out; a bound lets the
+        # grammar close the array, so a forced call always completes.
+        "maxItems": max_calls,
     }
-    if one_call:
-        calls["maxItems"] = 1
     return {
         "type": "object",
         "properties": {"tool_calls": calls},

@@ -64,7 +64,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
     if body.model_extra:
         logger.debug("Ignoring unknown request fields: %s", sorted(body.model_extra))
     try:
-        plan = plan_tools(body.tools, body.tool_choice, body.parallel_tool_calls)
+        plan = plan_tools(
+            body.tools, body.tool_choice, body.parallel_tool_calls, state.settings.max_tool_calls
+        )
         schema = (
             plan.schema if plan and plan.forced else response_format_schema(body.response_format)
         )

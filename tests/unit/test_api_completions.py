@@ -67,7 +67,8 @@ def test_stream(client: TestClient) -> None:
             "stream_options": {"include_usage": True},
         },
     ) as response:
-        data = [l[6:] for l in "".join(response.iter_text()).splitlines() if l.startswith("data: ")]
+        lines = "".join(response.iter_text()).splitlines()
+    data = [line[6:] for line in lines if line.startswith("data: ")]
     assert data[-1] == "[DONE]"
     chunks = [json.loads(d) for d in data[:-1]]
     assert all(c["object"] == "text_completion" for c in chunks)
