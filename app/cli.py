@@ -25,6 +25,10 @@ def flag(name: str) -> str:
 def _flag_kwargs(annotation: Any) -> dict[str, Any]:
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _flag_kwargs(args[0])
+    if origin is list:
+        return {"action": "append"}  # repeat the flag for more values
     if annotation is bool:
         return {"action": argparse.BooleanOptionalAction}
     if origin is typing.Literal:
@@ -45,7 +49,7 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
             flag(name),
             dest=name,
             default=argparse.SUPPRESS,
-            help=f"{field.description} [env {env}; default {field.default!r}]",
+            help=f"{field.description} [env {env}; default {Settings.default_of(name)!r}]",
             **_flag_kwargs(field.annotation),
         )
 
@@ -111,24 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         settings = settings_from(args)
         _logging(settings.log_level)
-        import uvicorn
-
         from app.engine.base import EngineStartError
         from app.modelstore.store import ModelNotFoundError
-        from app.server import create_app
+        from app.server import serve
 
         try:
-            app = create_app(settings)
+            serve(settings)
         except (ModelNotFoundError, EngineStartError) as exc:
             logger.error("Cannot start: %s", exc)
             return 2
-        uvicorn.run(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            log_config=None,  # keep our logging format
-        )
         return 0
 
     _logging("info")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -83,9 +83,33 @@ async def generate_choices(
     model: TextModel,
     jobs: list[tuple[list[int], SamplingParams]],
     stops: list[str],
+    deadline: float | None = None,
 ) -> AsyncIterator[tuple[int, TextDelta]]:
     """Deltas of several independent completions (prompt, parameters), tagged with their
-    index, in the order they are produced. The engine batches them like any requests."""
+    index, in the order they are produced. The engine batches them like any requests.
+
+    At `deadline` (event-loop time) the generations are cancelled and TimeoutError is
+    raised; the timeout wraps only the waits, never a yield, so it cannot fire inside the
+    consumer."""
+    source = _merged(engine, model, jobs, stops)
+    try:
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    item = await anext(source)
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        await source.aclose()
+
+
+async def _merged(
+    engine: Engine,
+    model: TextModel,
+    jobs: list[tuple[list[int], SamplingParams]],
+    stops: list[str],
+) -> AsyncGenerator[tuple[int, TextDelta], None]:
     if len(jobs) == 1:
         prompt_ids, params = jobs[0]
         async for delta in generate_text(engine, model, prompt_ids, params, stops):

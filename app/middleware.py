@@ -1,13 +1,37 @@
-"""Pure ASGI middleware (BaseHTTPMiddleware would buffer streams and hide disconnects)."""
+"""Pure ASGI middleware (BaseHTTPMiddleware would buffer streams and hide disconnects).
+
+Order, outermost first: request id, access log, CORS, auth, limits, then the app."""
 
 from __future__ import annotations
 
+import hmac
+import json
+import logging
 import re
+import time
 import uuid
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.errors import ApiError
+
+logger = logging.getLogger("app.access")
+
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+async def send_error(send: Send, error: ApiError, request_id: str | None = None) -> None:
+    body = json.dumps(error.payload()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in (error.headers or {}).items()]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _state(scope: Scope) -> dict[str, Any]:
+    state: dict[str, Any] = scope.setdefault("state", {})
+    return state
 
 
 class RequestIdMiddleware:
@@ -22,7 +46,7 @@ class RequestIdMiddleware:
             return
         given = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
         request_id = given if _VALID_ID.match(given) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        _state(scope)["request_id"] = request_id
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -34,3 +58,194 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+class AccessLogMiddleware:
+    """One line per request: id, method, path, status, duration, and for generations the
+    token counts and time to first token the route recorded. Never bodies, never keys."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = 0
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            state = _state(scope)
+            usage = state.get("usage") or {}
+            extra = "".join(f" {key}={value}" for key, value in usage.items())
+            logger.info(
+                "%s %s %s %s %.1fms%s",
+                state.get("request_id", "-"),
+                scope.get("method", "-"),
+                scope.get("path", "-"),
+                status or "disconnected",
+                (time.monotonic() - started) * 1000,
+                extra,
+            )
+
+
+class AuthMiddleware:
+    """Bearer keys on everything but an allowlist of exact open paths: an unknown or
+    oddly spelled path (//v1/..., /v1/../v1, %-encoded) is never open by accident."""
+
+    OPEN_PATHS = frozenset({"/", "/health", "/health/live", "/metrics", "/favicon.ico"})
+    OPEN_PREFIXES = ("/static/",)
+
+    def __init__(self, app: ASGIApp, keys: list[str]) -> None:
+        self.app = app
+        self.keys = [key.encode() for key in keys]
+
+    def _open(self, path: str) -> bool:
+        if path in self.OPEN_PATHS:
+            return True
+        return path.startswith(self.OPEN_PREFIXES) and ".." not in path and "//" not in path
+
+    def _authorized(self, scope: Scope) -> bool:
+        header = dict(scope.get("headers", [])).get(b"authorization", b"")
+        scheme, _, token = header.partition(b" ")
+        if scheme.lower() != b"bearer" or not token:
+            return False
+        token = token.strip()
+        # Compare against every key, without an early exit, in constant time each.
+        matches = [hmac.compare_digest(token, key) for key in self.keys]
+        return any(matches)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or not self.keys
+            or scope.get("method") == "OPTIONS"  # CORS preflight carries no credentials
+            or self._open(scope.get("path", ""))
+            or self._authorized(scope)
+        ):
+            await self.app(scope, receive, send)
+            return
+        await send_error(
+            send,
+            ApiError(
+                401,
+                "Incorrect or missing API key. Send it as 'Authorization: Bearer <key>'.",
+                type="invalid_request_error",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            ),
+        )
+
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET = re.compile(rb"[\[\]{}]")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def json_depth(body: bytes) -> int:
+    """Nesting depth of a JSON text, with strings removed first; C-speed regexes, so a
+    body at the size cap costs milliseconds, and nothing recursive ever sees it."""
+    depth = deepest = 0
+    for match in _BRACKET.finditer(_STRING.sub(b'""', body)):
+        if match.group() in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
+
+
+class LimitsMiddleware:
+    """Body size (413), JSON nesting depth and text that is not Unicode (400) are refused
+    before any parsing or validation; the body is then replayed to the app."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, max_depth: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.max_depth = max_depth
+
+    def _too_large(self) -> ApiError:
+        return ApiError(
+            413,
+            f"Request body too large: the limit is {self.max_bytes} bytes.",
+            code="request_too_large",
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await send_error(send, self._too_large())
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await send_error(send, self._too_large())
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        error = self._check(body)
+        if error is not None:
+            await send_error(send, error)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body, only the disconnect remains
+
+        await self.app(scope, replay, send)
+
+    def _check(self, body: bytes) -> ApiError | None:
+        if json_depth(body) > self.max_depth:
+            return ApiError(
+                400,
+                f"Request body nests deeper than {self.max_depth} levels.",
+                code="json_too_deep",
+            )
+        if _SURROGATE_ESCAPE.search(body):
+            try:
+                if _has_lone_surrogate(json.loads(body)):
+                    return ApiError(
+                        400,
+                        "Request text contains a lone UTF-16 surrogate, which is not Unicode.",
+                        code="invalid_unicode",
+                    )
+            except ValueError:
+                return None  # malformed JSON: FastAPI answers it with its own 400
+        return None

@@ -8,11 +8,18 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__, errors
+from app.admission import Admission
 from app.api import chat, completions, health, models, tokenize
 from app.engine.base import Engine
-from app.middleware import RequestIdMiddleware
+from app.middleware import (
+    AccessLogMiddleware,
+    AuthMiddleware,
+    LimitsMiddleware,
+    RequestIdMiddleware,
+)
 from app.modelstore import store
 from app.protocol import now
 from app.settings import Settings
@@ -76,6 +83,7 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
             text=text,
             created=now(),
             system_fingerprint=_fingerprint(model, engine.name),
+            admission=Admission(settings.max_num_seqs, settings.max_queue),
         )
         logger.info("Ready: model %s on the %s engine", app.state.ovchat.model_id, engine.name)
         try:
@@ -97,5 +105,59 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
     app.include_router(tokenize.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    # Starlette wraps in reverse order of addition: the last added is the outermost.
+    app.add_middleware(
+        LimitsMiddleware, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
+    )
+    app.add_middleware(AuthMiddleware, keys=settings.api_keys())
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["authorization", "content-type", "x-request-id"],
+            expose_headers=["x-request-id"],
+        )
+    app.add_middleware(AccessLogMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+class _DrainingServer:
+    """uvicorn's server, told on SIGTERM/SIGINT to stop admitting first: new requests get
+    503 while the in-flight ones finish, for at most shutdown_timeout_s."""
+
+    def __init__(self, app: FastAPI, settings: Settings) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            log_config=None,  # keep ovchat's logging setup
+            access_log=False,  # the access middleware writes the one line per request
+            timeout_graceful_shutdown=settings.shutdown_timeout_s,
+        )
+        app_ref = app
+
+        class Server(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: object) -> None:
+                state: ServerState | None = getattr(app_ref.state, "ovchat", None)
+                if state is not None and not state.admission.draining:
+                    state.admission.draining = True
+                    logger.info(
+                        "Shutting down: draining %d in-flight sequences (at most %.0f s)",
+                        state.admission.in_flight,
+                        settings.shutdown_timeout_s,
+                    )
+                super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+        self.server = Server(config)
+
+    def run(self) -> None:
+        self.server.run()
+
+
+def serve(settings: Settings) -> None:
+    _DrainingServer(create_app(settings), settings).run()

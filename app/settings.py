@@ -4,12 +4,23 @@ set them; CLI flags, generated from these fields, only override."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _comma_list(value: object) -> object:
+    """Environment variables hold one value or a comma-separated list, not JSON."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
+SecretList = Annotated[list[SecretStr], NoDecode, BeforeValidator(_comma_list)]
 
 
 class Settings(BaseSettings):
@@ -20,6 +31,22 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of ovchat and uvicorn."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as human-readable text or as JSON objects."
+    )
+
+    # Security
+    api_key: SecretList = Field(
+        default_factory=list,
+        description="API keys accepted as `Authorization: Bearer <key>` (repeat the flag, or "
+        "comma-separate); none set means no authentication.",
+    )
+    api_key_file: Path | None = Field(
+        None, description="File with one API key per line, added to api_key."
+    )
+    cors_origins: CommaList = Field(
+        default_factory=list, description="Origins allowed by CORS; empty turns CORS off."
     )
 
     # Model
@@ -80,13 +107,47 @@ class Settings(BaseSettings):
         0, ge=0, description="INFERENCE_NUM_THREADS for the engine; 0 lets OpenVINO choose."
     )
 
+    # Admission and lifetime of requests
+    max_queue: int = Field(
+        64,
+        ge=0,
+        description="Requests that may wait beyond the max_num_seqs running; more get 429.",
+    )
+    request_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="Wall-clock limit of one request; on expiry it ends with what it has.",
+    )
+    shutdown_timeout_s: int = Field(
+        30, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
+    )
+
     # Request limits
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest request body accepted (else 413)."
+    )
+    max_json_depth: int = Field(
+        32, ge=4, description="Deepest nesting of arrays and objects in a request body."
+    )
     max_n: int = Field(8, ge=1, description="Largest `n` a request may ask for.")
     max_stop_sequences: int = Field(16, ge=0, description="Most stop strings per request.")
     max_messages: int = Field(1024, ge=1, description="Most messages in one chat request.")
     max_tool_calls: int = Field(
         4, ge=1, description="Most parallel tool calls in one forced (required) reply."
     )
+
+    @classmethod
+    def default_of(cls, name: str) -> object:
+        field = cls.model_fields[name]
+        factory = field.default_factory
+        return factory() if factory is not None else field.default  # type: ignore[call-arg]
+
+    def api_keys(self) -> list[str]:
+        keys = [key.get_secret_value() for key in self.api_key]
+        if self.api_key_file is not None:
+            lines = self.api_key_file.read_text().splitlines()
+            keys += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        return keys
 
     def engine_properties(self) -> dict[str, str]:
         """OpenVINO properties shared by both backends; defaults are the sample's ov_config."""

@@ -3,8 +3,9 @@ reached by routes through dependencies, never through module globals."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from app.admission import Admission
 from app.engine.base import Engine
 from app.settings import Settings
 from app.textmodel import TextModel
@@ -18,4 +19,4 @@ class ServerState:
     text: TextModel
     created: int
     system_fingerprint: str
-    draining: bool = field(default=False)
+    admission: Admission

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,14 +11,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
+from starlette.background import BackgroundTask
 
+from app.api.calls import GenerationCall, event
 from app.api.deps import State, served_model
 from app.api.disconnect import until_disconnect
 from app.api.sampling import check_context, check_stops, sampling_params
 from app.chat_format import PromptError, Turn
-from app.engine.base import EngineError, SamplingParams
 from app.errors import ApiError
-from app.generation import TextDelta, TokenLogprob, generate_choices
+from app.generation import TextDelta, TokenLogprob
 from app.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -35,8 +34,6 @@ from app.protocol import (
     ErrorResponse,
     ToolCall,
     Usage,
-    new_id,
-    now,
 )
 from app.protocol import TokenLogprob as WireLogprob
 from app.state import ServerState
@@ -85,11 +82,27 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
         logprobs=bool(body.logprobs),
         json_schema=json.dumps(schema) if schema is not None else None,
     )
-    call = ChatCall(state, body, prompt_ids, params, check_stops(state, body.stop_list()), plan)
+    stops = check_stops(state, body.stop_list())
+    ticket = state.admission.admit(len(params))
+    call = ChatCall(
+        body,
+        plan,
+        state,
+        [(prompt_ids, p) for p in params],
+        stops,
+        len(prompt_ids),
+        body.stream_options,
+        request.scope.setdefault("state", {}),
+        ticket,
+    )
     if body.stream:
-        stream: Response = EventSourceResponse(call.stream(), sep="\n", ping=15)
+        # The background task frees the slot even if the client left before the
+        # stream's first step.
+        stream: Response = EventSourceResponse(
+            call.stream(), sep="\n", ping=15, background=BackgroundTask(ticket.release)
+        )
         return stream
-    return await until_disconnect(request, call.complete(), call.log)
+    return await until_disconnect(request, call.complete(), ticket.release)
 
 
 def check_shape(body: ChatCompletionRequest, state: ServerState) -> None:
@@ -166,88 +179,52 @@ def wire_logprobs(items: tuple[TokenLogprob, ...] | list[TokenLogprob]) -> Choic
 class _Choice:
     parts: list[str] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
-    finish: str | None = None
-    tokens: int = 0
 
     def add(self, delta: TextDelta) -> None:
         self.parts.append(delta.text)
         self.logprobs.extend(delta.logprobs)
-        self.tokens = delta.completion_tokens
-        self.finish = delta.finish_reason or self.finish
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
 
 
-class ChatCall:
+class ChatCall(GenerationCall):
     """One accepted chat request, answered as one JSON body or as an SSE stream."""
 
+    id_prefix = "chatcmpl"
+
     def __init__(
-        self,
-        state: ServerState,
-        body: ChatCompletionRequest,
-        prompt_ids: list[int],
-        params: list[SamplingParams],
-        stops: list[str],
-        plan: ToolPlan | None,
+        self, body: ChatCompletionRequest, plan: ToolPlan | None, *args: Any, **kwargs: Any
     ) -> None:
-        self.state = state
+        super().__init__(*args, **kwargs)
         self.body = body
-        self.prompt_ids = prompt_ids
-        self.params = params
-        self.stops = stops
         self.plan = plan
-        self.id = new_id("chatcmpl")
-        self.created = now()
-        self.started = time.monotonic()
-        self.choices = [_Choice() for _ in params]
+        self.choices = [_Choice() for _ in self.jobs]
 
-    def _deltas(self) -> AsyncIterator[tuple[int, TextDelta]]:
-        jobs = [(self.prompt_ids, params) for params in self.params]
-        return generate_choices(self.state.engine, self.state.text, jobs, self.stops)
+    def _logprobs(self, items: list[TokenLogprob] | tuple[TokenLogprob, ...]) -> Any:
+        return wire_logprobs(items) if self.body.logprobs else None
 
-    def usage(self) -> Usage:
-        prompt = len(self.prompt_ids)
-        completion = sum(c.tokens for c in self.choices)
-        return Usage(
-            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
-        )
-
-    def log(self, outcome: str) -> None:
-        logger.info(
-            "%s %s n=%d prompt_tokens=%d completion_tokens=%d elapsed=%.3fs",
-            self.id,
-            outcome,
-            len(self.params),
-            len(self.prompt_ids),
-            sum(c.tokens for c in self.choices),
-            time.monotonic() - self.started,
-        )
-
-    def _tool_calls(self, choice: _Choice) -> list[ToolCall] | None:
-        if self.plan is None or choice.finish != "stop":
+    def _tool_calls(self, index: int) -> list[ToolCall] | None:
+        if self.plan is None or self.finishes[index] != "stop":
             return None
-        return parse_tool_calls("".join(choice.parts), self.plan)
+        return parse_tool_calls(self.choices[index].text, self.plan)
 
     async def complete(self) -> Response:
-        try:
-            async for index, delta in self._deltas():
-                self.choices[index].add(delta)
-        except EngineError as exc:
-            self.log(f"failed: {exc}")
-            raise ApiError(503, f"Generation failed: {exc}", code="engine_unavailable") from exc
+        await self.collect(lambda index, delta: self.choices[index].add(delta))
         choices = []
         for index, choice in enumerate(self.choices):
-            calls = self._tool_calls(choice)
-            message = AssistantMessage(
-                content=None if calls else "".join(choice.parts), tool_calls=calls
-            )
+            calls = self._tool_calls(index)
             choices.append(
                 ChatChoice(
                     index=index,
-                    finish_reason="tool_calls" if calls else choice.finish or "stop",
-                    message=message,
-                    logprobs=wire_logprobs(choice.logprobs) if self.body.logprobs else None,
+                    finish_reason="tool_calls" if calls else self.finishes[index] or "stop",  # type: ignore[arg-type]
+                    message=AssistantMessage(
+                        content=None if calls else choice.text, tool_calls=calls
+                    ),
+                    logprobs=self._logprobs(choice.logprobs),
                 )
             )
-        self.log("finished: " + ",".join(c.finish_reason for c in choices))
         result = ChatCompletion(
             id=self.id,
             created=self.created,
@@ -256,13 +233,9 @@ class ChatCall:
             choices=choices,
             usage=self.usage(),
         )
-        return JSONResponse(result.model_dump(mode="json", exclude_none=False))
+        return JSONResponse(result.model_dump(mode="json"))
 
     # ------------------------------------------------------------------ streaming
-
-    def _include_usage(self) -> bool:
-        options = self.body.stream_options
-        return bool(options and options.include_usage)
 
     def _chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> dict[str, str]:
         chunk = ChatCompletionChunk(
@@ -274,31 +247,28 @@ class ChatCall:
             usage=usage,
         )
         payload = chunk.model_dump(mode="json")
-        if not self._include_usage():
+        if not self.include_usage:
             del payload["usage"]  # OpenAI sends the key only to clients that asked for usage
-        return {"data": json.dumps(payload, ensure_ascii=False, separators=(",", ":"))}
+        return event(payload)
 
-    def _delta_chunk(self, index: int, delta: TextDelta) -> dict[str, str] | None:
+    def _delta_chunks(self, index: int, delta: TextDelta) -> list[dict[str, str]]:
         """Tool requests are buffered: whether the reply is a call is known at its end."""
         choice = self.choices[index]
         choice.add(delta)
-        logprobs = wire_logprobs(delta.logprobs) if self.body.logprobs else None
         if self.plan is None:
             if not (delta.text or delta.finish_reason or delta.logprobs):
-                return None
-            return self._chunk(
-                [
-                    ChunkChoice(
-                        index=index,
-                        delta=ChunkDelta(content=delta.text or None),
-                        finish_reason=delta.finish_reason,
-                        logprobs=logprobs,
-                    )
-                ]
+                return []
+            content = ChunkDelta(content=delta.text or None)
+            chunk = ChunkChoice(
+                index=index,
+                delta=content,
+                finish_reason=delta.finish_reason,
+                logprobs=self._logprobs(delta.logprobs),
             )
+            return [self._chunk([chunk])]
         if delta.finish_reason is None:
-            return None
-        calls = self._tool_calls(choice)
+            return []
+        calls = self._tool_calls(index)
         if calls:
             tool_delta = ChunkDelta(
                 tool_calls=[
@@ -306,38 +276,19 @@ class ChatCall:
                     for i, c in enumerate(calls)
                 ]
             )
-            return self._chunk(
-                [ChunkChoice(index=index, delta=tool_delta, finish_reason="tool_calls")]
+            chunk = ChunkChoice(index=index, delta=tool_delta, finish_reason="tool_calls")
+        else:
+            chunk = ChunkChoice(
+                index=index,
+                delta=ChunkDelta(content=choice.text or None),
+                finish_reason=delta.finish_reason,
+                logprobs=self._logprobs(choice.logprobs),
             )
-        text = "".join(choice.parts)
-        return self._chunk(
-            [
-                ChunkChoice(
-                    index=index,
-                    delta=ChunkDelta(content=text or None),
-                    finish_reason=delta.finish_reason,
-                    logprobs=wire_logprobs(choice.logprobs) if self.body.logprobs else None,
-                )
-            ]
-        )
+        return [self._chunk([chunk])]
 
-    async def stream(self) -> AsyncIterator[dict[str, str]]:
-        try:
-            for index in range(len(self.params)):
-                role = ChunkDelta(role="assistant", content="")
-                yield self._chunk([ChunkChoice(index=index, delta=role)])
-            async for index, delta in self._deltas():
-                chunk = self._delta_chunk(index, delta)
-                if chunk is not None:
-                    yield chunk
-            if self._include_usage():
-                yield self._chunk([], usage=self.usage())
-            self.log("streamed: " + ",".join(c.finish or "?" for c in self.choices))
-        except EngineError as exc:
-            self.log(f"failed mid-stream: {exc}")
-            error = ApiError(503, f"Generation failed: {exc}", code="engine_unavailable")
-            yield {"data": json.dumps(error.payload())}
-        except asyncio.CancelledError:
-            self.log("cancelled: client disconnected")
-            raise
-        yield {"data": "[DONE]"}
+    def stream(self) -> AsyncIterator[dict[str, str]]:
+        opening = [
+            self._chunk([ChunkChoice(index=i, delta=ChunkDelta(role="assistant", content=""))])
+            for i in range(len(self.jobs))
+        ]
+        return self.sse(opening, self._delta_chunks, lambda: self._chunk([], self.usage()))

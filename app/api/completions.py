@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
+from starlette.background import BackgroundTask
 
+from app.api.calls import Event, GenerationCall, event
 from app.api.chat import ERROR_RESPONSES
 from app.api.deps import State, served_model
 from app.api.disconnect import until_disconnect
 from app.api.sampling import check_context, check_stops, sampling_params
-from app.engine.base import EngineError, SamplingParams
+from app.engine.base import SamplingParams
 from app.errors import ApiError
-from app.generation import TextDelta, TokenLogprob, generate_choices
+from app.generation import TextDelta, TokenLogprob
 from app.protocol import (
     Completion,
     CompletionChoice,
     CompletionLogprobs,
     CompletionRequest,
     Usage,
-    new_id,
-    now,
 )
 from app.state import ServerState
 
@@ -47,11 +46,25 @@ async def completions(body: CompletionRequest, request: Request, state: State) -
         choices = sampling_params(body, state, budget, logprobs=body.logprobs is not None)
         jobs += [(ids, params) for params in choices]
     texts = [p if isinstance(p, str) else state.text.decode(p) for p in prompts]
-    call = CompletionCall(state, body, encoded, texts, jobs, check_stops(state, body.stop_list()))
+    stops = check_stops(state, body.stop_list())
+    ticket = state.admission.admit(len(jobs))
+    call = CompletionCall(
+        body,
+        texts,
+        state,
+        jobs,
+        stops,
+        sum(len(ids) for ids in encoded),
+        body.stream_options,
+        request.scope.setdefault("state", {}),
+        ticket,
+    )
     if body.stream:
-        stream: Response = EventSourceResponse(call.stream(), sep="\n", ping=15)
+        stream: Response = EventSourceResponse(
+            call.stream(), sep="\n", ping=15, background=BackgroundTask(ticket.release)
+        )
         return stream
-    return await until_disconnect(request, call.complete(), call.log)
+    return await until_disconnect(request, call.complete(), ticket.release)
 
 
 def check_shape(body: CompletionRequest) -> None:
@@ -110,54 +123,19 @@ def _encode(state: ServerState, prompt: str | list[int], index: int, count: int)
     return ids
 
 
-class CompletionCall:
+class CompletionCall(GenerationCall):
+    id_prefix = "cmpl"
+
     def __init__(
-        self,
-        state: ServerState,
-        body: CompletionRequest,
-        encoded: list[list[int]],
-        texts: list[str],
-        jobs: list[tuple[list[int], SamplingParams]],
-        stops: list[str],
+        self, body: CompletionRequest, texts: list[str], *args: Any, **kwargs: Any
     ) -> None:
-        self.state = state
+        super().__init__(*args, **kwargs)
         self.body = body
-        self.encoded = encoded
         self.texts = texts
-        self.jobs = jobs
-        self.stops = stops
-        self.per_prompt = len(jobs) // len(encoded)
-        self.id = new_id("cmpl")
-        self.created = now()
-        self.started = time.monotonic()
-        self.tokens = [0] * len(jobs)
-
-    def _prompt_of(self, index: int) -> int:
-        return index // self.per_prompt
-
-    def usage(self) -> Usage:
-        prompt = sum(len(ids) for ids in self.encoded)
-        completion = sum(self.tokens)
-        return Usage(
-            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
-        )
-
-    def log(self, outcome: str) -> None:
-        logger.info(
-            "%s %s choices=%d prompt_tokens=%d completion_tokens=%d elapsed=%.3fs",
-            self.id,
-            outcome,
-            len(self.jobs),
-            sum(len(ids) for ids in self.encoded),
-            sum(self.tokens),
-            time.monotonic() - self.started,
-        )
-
-    def _deltas(self) -> AsyncIterator[tuple[int, TextDelta]]:
-        return generate_choices(self.state.engine, self.state.text, self.jobs, self.stops)
+        self.per_prompt = len(self.jobs) // len(texts)
 
     def _echo(self, index: int) -> str:
-        return self.texts[self._prompt_of(index)] if self.body.echo else ""
+        return self.texts[index // self.per_prompt] if self.body.echo else ""
 
     def _logprobs(self, items: list[TokenLogprob], offset: int) -> CompletionLogprobs | None:
         if self.body.logprobs is None:
@@ -172,79 +150,63 @@ class CompletionCall:
             text_offset=offsets,
         )
 
-    async def complete(self) -> Response:
-        texts = [self._echo(i) for i in range(len(self.jobs))]
-        logprobs: list[list[TokenLogprob]] = [[] for _ in self.jobs]
-        finishes: list[str | None] = [None] * len(self.jobs)
-        try:
-            async for index, delta in self._deltas():
-                texts[index] += delta.text
-                logprobs[index].extend(delta.logprobs)
-                self.tokens[index] = delta.completion_tokens
-                finishes[index] = delta.finish_reason or finishes[index]
-        except EngineError as exc:
-            self.log(f"failed: {exc}")
-            raise ApiError(503, f"Generation failed: {exc}", code="engine_unavailable") from exc
-        choices = [
-            CompletionChoice(
-                index=i,
-                text=texts[i],
-                finish_reason=finishes[i] or "stop",  # type: ignore[arg-type]
-                logprobs=self._logprobs(logprobs[i], len(self._echo(i))),
-            )
-            for i in range(len(self.jobs))
-        ]
-        self.log("finished")
-        result = Completion(
-            id=self.id,
-            created=self.created,
-            model=self.state.model_id,
-            system_fingerprint=self.state.system_fingerprint,
-            choices=choices,
-            usage=self.usage(),
-        )
-        return JSONResponse(result.model_dump(mode="json"))
-
-    def _include_usage(self) -> bool:
-        return bool(self.body.stream_options and self.body.stream_options.include_usage)
-
-    def _chunk(self, choices: list[CompletionChoice], usage: Usage | None = None) -> dict[str, str]:
-        payload = Completion(
+    def _completion(self, choices: list[CompletionChoice], usage: Usage | None) -> Completion:
+        return Completion(
             id=self.id,
             created=self.created,
             model=self.state.model_id,
             system_fingerprint=self.state.system_fingerprint,
             choices=choices,
             usage=usage,
-        ).model_dump(mode="json")
-        if not self._include_usage():
-            del payload["usage"]
-        return {"data": json.dumps(payload, ensure_ascii=False, separators=(",", ":"))}
+        )
 
-    async def stream(self) -> AsyncIterator[dict[str, str]]:
+    async def complete(self) -> Response:
+        texts = [self._echo(i) for i in range(len(self.jobs))]
+        logprobs: list[list[TokenLogprob]] = [[] for _ in self.jobs]
+
+        def add(index: int, delta: TextDelta) -> None:
+            texts[index] += delta.text
+            logprobs[index].extend(delta.logprobs)
+
+        await self.collect(add)
+        choices = [
+            CompletionChoice(
+                index=i,
+                text=texts[i],
+                finish_reason=self.finishes[i] or "stop",  # type: ignore[arg-type]
+                logprobs=self._logprobs(logprobs[i], len(self._echo(i))),
+            )
+            for i in range(len(self.jobs))
+        ]
+        return JSONResponse(self._completion(choices, self.usage()).model_dump(mode="json"))
+
+    def _chunk(self, choices: list[CompletionChoice], usage: Usage | None = None) -> Event:
+        payload = self._completion(choices, usage).model_dump(mode="json")
+        if not self.include_usage:
+            del payload["usage"]
+        return event(payload)
+
+    def stream(self) -> AsyncIterator[Event]:
         offsets = [len(self._echo(i)) for i in range(len(self.jobs))]
-        try:
-            if self.body.echo:
-                for i in range(len(self.jobs)):
-                    echo = CompletionChoice(index=i, text=self._echo(i), finish_reason=None)
-                    yield self._chunk([echo])
-            async for index, delta in self._deltas():
-                self.tokens[index] = delta.completion_tokens
-                if not (delta.text or delta.finish_reason or delta.logprobs):
-                    continue
-                choice = CompletionChoice(
-                    index=index,
-                    text=delta.text,
-                    finish_reason=delta.finish_reason,
-                    logprobs=self._logprobs(list(delta.logprobs), offsets[index]),
-                )
-                offsets[index] += len(delta.text)
-                yield self._chunk([choice])
-            if self._include_usage():
-                yield self._chunk([], usage=self.usage())
-            self.log("streamed")
-        except EngineError as exc:
-            self.log(f"failed mid-stream: {exc}")
-            error = ApiError(503, f"Generation failed: {exc}", code="engine_unavailable")
-            yield {"data": json.dumps(error.payload())}
-        yield {"data": "[DONE]"}
+        opening = (
+            [
+                self._chunk([CompletionChoice(index=i, text=self._echo(i), finish_reason=None)])
+                for i in range(len(self.jobs))
+            ]
+            if self.body.echo
+            else []
+        )
+
+        def chunks(index: int, delta: TextDelta) -> list[Event]:
+            if not (delta.text or delta.finish_reason or delta.logprobs):
+                return []
+            choice = CompletionChoice(
+                index=index,
+                text=delta.text,
+                finish_reason=delta.finish_reason,
+                logprobs=self._logprobs(list(delta.logprobs), offsets[index]),
+            )
+            offsets[index] += len(delta.text)
+            return [self._chunk([choice])]
+
+        return self.sse(opening, chunks, lambda: self._chunk([], self.usage()))

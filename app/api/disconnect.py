@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -15,7 +16,7 @@ CLIENT_CLOSED = 499  # nginx's code for "client closed request"; nobody receives
 
 
 async def until_disconnect(
-    request: Request, work: Awaitable[T], log: Callable[[str], None]
+    request: Request, work: Awaitable[T], on_disconnect: Callable[[], None]
 ) -> T | Response:
     """Runs `work` unless the client goes first; then the work is cancelled, which closes
     its generations and so cancels them in the engine."""
@@ -27,7 +28,10 @@ async def until_disconnect(
         gone.cancel()
     if not task.done():
         task.cancel()
-        log("cancelled: client disconnected")
+        # Let the work unwind (engine cancel sent, figures recorded) before answering.
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        on_disconnect()
         return Response(status_code=CLIENT_CLOSED)
     return task.result()
 

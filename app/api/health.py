@@ -16,7 +16,7 @@ async def health(request: Request) -> JSONResponse:
     state: ServerState | None = getattr(request.app.state, "ovchat", None)
     if state is None:
         return JSONResponse(Health(status="loading").model_dump(), status_code=503)
-    if not state.engine.is_ready() or state.draining:
+    if not state.engine.is_ready() or state.admission.draining:
         body = Health(status="unavailable", model=state.model_id, engine=state.engine.name)
         return JSONResponse(body.model_dump(), status_code=503)
     body = Health(status="ok", model=state.model_id, engine=state.engine.name)

@@ -1,0 +1,151 @@
+"""What chat and text completions share once a request is accepted: admission, the
+deadline, token accounting, the request's log record, and the SSE frame around chunks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+from app.admission import Ticket
+from app.engine.base import EngineError, SamplingParams
+from app.errors import ApiError
+from app.generation import TextDelta, generate_choices
+from app.protocol import StreamOptions, Usage, new_id, now
+from app.state import ServerState
+
+logger = logging.getLogger(__name__)
+
+Event = dict[str, str]
+DONE: Event = {"data": "[DONE]"}
+
+
+def event(payload: dict[str, Any]) -> Event:
+    return {"data": json.dumps(payload, ensure_ascii=False, separators=(",", ":"))}
+
+
+def engine_failure(exc: EngineError) -> ApiError:
+    return ApiError(503, f"Generation failed: {exc}", code="engine_unavailable")
+
+
+class GenerationCall:
+    """One accepted request: `jobs` are its (prompt, parameters) choices."""
+
+    id_prefix = "cmpl"
+
+    def __init__(
+        self,
+        state: ServerState,
+        jobs: list[tuple[list[int], SamplingParams]],
+        stops: list[str],
+        prompt_tokens: int,
+        stream_options: StreamOptions | None,
+        record: dict[str, Any],
+        ticket: Ticket,
+    ) -> None:
+        self.state = state
+        self.jobs = jobs
+        self.stops = stops
+        self.prompt_tokens = prompt_tokens
+        self.stream_options = stream_options
+        self.record = record
+        self.ticket = ticket
+        self.id = new_id(self.id_prefix)
+        self.created = now()
+        self.started = time.monotonic()
+        self.first_token_s: float | None = None
+        self.tokens = [0] * len(jobs)
+        self.finishes: list[str | None] = [None] * len(jobs)
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def usage(self) -> Usage:
+        completion = sum(self.tokens)
+        return Usage(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=completion,
+            total_tokens=self.prompt_tokens + completion,
+        )
+
+    def done(self, outcome: str) -> None:
+        """Ends the request: frees its admission slot and leaves its figures for the
+        access log line."""
+        self.ticket.release()
+        self.record["usage"] = {
+            "id": self.id,
+            "outcome": outcome,
+            "choices": len(self.jobs),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": sum(self.tokens),
+            "ttft_ms": "-" if self.first_token_s is None else f"{self.first_token_s * 1000:.1f}",
+        }
+
+    async def deltas(self) -> AsyncIterator[tuple[int, TextDelta]]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.state.settings.request_timeout_s
+        async for index, delta in generate_choices(
+            self.state.engine, self.state.text, self.jobs, self.stops, deadline
+        ):
+            if self.first_token_s is None and delta.completion_tokens:
+                self.first_token_s = time.monotonic() - self.started
+            self.tokens[index] = delta.completion_tokens
+            self.finishes[index] = delta.finish_reason or self.finishes[index]
+            yield index, delta
+
+    async def collect(self, on_delta: Callable[[int, TextDelta], None]) -> None:
+        """Runs every choice to its end. At the deadline the unfinished ones end with what
+        they have and `length`, as OpenAI reports a cut answer."""
+        try:
+            async for index, delta in self.deltas():
+                on_delta(index, delta)
+        except TimeoutError:
+            self.finishes = [f or "length" for f in self.finishes]
+            self.done("timed out")
+            return
+        except EngineError as exc:
+            self.done(f"failed: {exc}")
+            raise engine_failure(exc) from exc
+        except BaseException:
+            self.done("cancelled: client disconnected")
+            raise
+        self.done("finished")
+
+    async def sse(
+        self,
+        opening: Iterable[Event],
+        chunks: Callable[[int, TextDelta], Iterable[Event]],
+        usage_chunk: Callable[[], Event],
+    ) -> AsyncIterator[Event]:
+        """The stream: opening chunks, a chunk per delta, the usage chunk if asked, then
+        [DONE]. A failure after the first byte can only be told in-band: one OpenAI error
+        event, then [DONE]."""
+        outcome = "cancelled: client disconnected"
+        try:
+            for item in opening:
+                yield item
+            try:
+                async for index, delta in self.deltas():
+                    for item in chunks(index, delta):
+                        yield item
+                if self.include_usage:
+                    yield usage_chunk()
+                outcome = "streamed"
+            except TimeoutError:
+                outcome = "timed out"
+                limit = self.state.settings.request_timeout_s
+                yield event(
+                    ApiError(
+                        408, f"The request exceeded its {limit:g} s time limit.", code="timeout"
+                    ).payload()
+                )
+            except EngineError as exc:
+                outcome = f"failed: {exc}"
+                yield event(engine_failure(exc).payload())
+            yield DONE
+        finally:
+            self.done(outcome)
