@@ -19,6 +19,10 @@ class Ticket:
             self._admission.in_flight -= self._sequences
             self._sequences = 0
 
+    async def release_async(self) -> None:
+        # As a background task: a sync callable would be sent to a worker thread.
+        self.release()
+
 
 class Admission:
     def __init__(self, running: int, waiting: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -129,6 +130,12 @@ class _DrainingServer:
 
     def __init__(self, app: FastAPI, settings: Settings) -> None:
         import uvicorn
+        from sse_starlette.sse import AppStatus
+
+        # sse-starlette would end every open stream at the first signal; in-flight
+        # streams must instead run to their end (they are bounded by request_timeout_s,
+        # and uvicorn's graceful timeout bounds the whole drain).
+        AppStatus.disable_automatic_graceful_drain()
 
         config = uvicorn.Config(
             app,
@@ -152,6 +159,12 @@ class _DrainingServer:
                         settings.shutdown_timeout_s,
                     )
                 super().handle_exit(sig, frame)  # type: ignore[arg-type]
+                # uvicorn re-raises the signal after shutdown, so a drained SIGTERM would
+                # exit as "killed"; a finished drain is a clean exit (0) for supervisors.
+                if sig == signal.SIGTERM:
+                    self._captured_signals = [
+                        s for s in self._captured_signals if s != signal.SIGTERM
+                    ]
 
         self.server = Server(config)
 

@@ -14,7 +14,7 @@ from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 
 from app.api.calls import GenerationCall, event
-from app.api.deps import State, served_model
+from app.api.deps import State, engine_ready, served_model
 from app.api.disconnect import until_disconnect
 from app.api.sampling import check_context, check_stops, sampling_params
 from app.chat_format import PromptError, Turn
@@ -57,6 +57,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.post("/v1/chat/completions", response_model=ChatCompletion, responses=ERROR_RESPONSES)
 async def chat_completions(body: ChatCompletionRequest, request: Request, state: State) -> Response:
     served_model(state, body.model)
+    engine_ready(state)
     check_shape(body, state)
     if body.model_extra:
         logger.debug("Ignoring unknown request fields: %s", sorted(body.model_extra))
@@ -99,7 +100,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
         # The background task frees the slot even if the client left before the
         # stream's first step.
         stream: Response = EventSourceResponse(
-            call.stream(), sep="\n", ping=15, background=BackgroundTask(ticket.release)
+            call.stream(), sep="\n", ping=15, background=BackgroundTask(ticket.release_async)
         )
         return stream
     return await until_disconnect(request, call.complete(), ticket.release)

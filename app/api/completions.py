@@ -13,7 +13,7 @@ from starlette.background import BackgroundTask
 
 from app.api.calls import Event, GenerationCall, event
 from app.api.chat import ERROR_RESPONSES
-from app.api.deps import State, served_model
+from app.api.deps import State, engine_ready, served_model
 from app.api.disconnect import until_disconnect
 from app.api.sampling import check_context, check_stops, sampling_params
 from app.engine.base import SamplingParams
@@ -35,6 +35,7 @@ router = APIRouter()
 @router.post("/v1/completions", response_model=Completion, responses=ERROR_RESPONSES)
 async def completions(body: CompletionRequest, request: Request, state: State) -> Response:
     served_model(state, body.model)
+    engine_ready(state)
     check_shape(body)
     if body.model_extra:
         logger.debug("Ignoring unknown request fields: %s", sorted(body.model_extra))
@@ -61,7 +62,7 @@ async def completions(body: CompletionRequest, request: Request, state: State) -
     )
     if body.stream:
         stream: Response = EventSourceResponse(
-            call.stream(), sep="\n", ping=15, background=BackgroundTask(ticket.release)
+            call.stream(), sep="\n", ping=15, background=BackgroundTask(ticket.release_async)
         )
         return stream
     return await until_disconnect(request, call.complete(), ticket.release)

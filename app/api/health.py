@@ -16,11 +16,16 @@ async def health(request: Request) -> JSONResponse:
     state: ServerState | None = getattr(request.app.state, "ovchat", None)
     if state is None:
         return JSONResponse(Health(status="loading").model_dump(), status_code=503)
-    if not state.engine.is_ready() or state.admission.draining:
-        body = Health(status="unavailable", model=state.model_id, engine=state.engine.name)
-        return JSONResponse(body.model_dump(), status_code=503)
-    body = Health(status="ok", model=state.model_id, engine=state.engine.name)
-    return JSONResponse(body.model_dump())
+    ready = state.engine.is_ready() and not state.admission.draining
+    body = Health(
+        status="ok" if ready else "unavailable",
+        model=state.model_id,
+        engine=state.engine.name,
+        in_flight=state.admission.in_flight,
+        engine_running=state.engine.running(),
+        draining=state.admission.draining,
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 
 @router.get("/health/live")

@@ -70,6 +70,10 @@ class Engine(Protocol):
 
     def is_ready(self) -> bool: ...
 
+    def running(self) -> int:
+        """Requests the engine itself holds (running or queued in its scheduler)."""
+        ...
+
     def generate(
         self, prompt_ids: list[int], params: SamplingParams
     ) -> AsyncGenerator[TokenDelta, None]:

@@ -48,9 +48,14 @@ class GenaiEngine:
         self._ready = False
         self._closing = False
         self.engine_running = 0  # requests the engine process holds, as it last reported
+        self.restarts = 0
+        self._restarting: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        await self._spawn()
+
+    async def _spawn(self) -> None:
         self._inbox = self._ctx.Queue()
         self._outbox = self._ctx.Queue()
         self._process = self._ctx.Process(
@@ -79,6 +84,9 @@ class GenaiEngine:
                 if not self._process.is_alive():
                     return ("failed", f"engine process exited with code {self._process.exitcode}")
         return ("failed", f"no answer from the engine process in {_STARTUP_TIMEOUT_S:.0f} s")
+
+    def running(self) -> int:
+        return self.engine_running
 
     def is_ready(self) -> bool:
         return self._ready and self._process is not None and self._process.is_alive()
@@ -123,7 +131,30 @@ class GenaiEngine:
         self._ready = False
         logger.error("%s (exit code %s)", _ENGINE_GONE, self._process.exitcode)
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._fail_all, _ENGINE_GONE)
+            self._loop.call_soon_threadsafe(self._engine_died)
+
+    def _engine_died(self) -> None:
+        """Every request in flight fails now (503 or an error event), then a new engine
+        process loads the model; the server itself keeps running and answers 503 on
+        /health until the engine is back."""
+        self._fail_all(_ENGINE_GONE)
+        self.engine_running = 0
+        if self._restarting is None or self._restarting.done():
+            self._restarting = asyncio.create_task(self._restart())
+
+    async def _restart(self) -> None:
+        delay = 0.5
+        while not self._closing:
+            self.restarts += 1
+            logger.warning("Restarting the engine process (restart %d)", self.restarts)
+            try:
+                await self._spawn()
+                logger.info("Engine process is back")
+                return
+            except EngineStartError as exc:
+                logger.error("Engine restart failed: %s; retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     def _dispatch(self, message: tuple[Any, ...]) -> None:
         kind = message[0]

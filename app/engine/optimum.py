@@ -36,6 +36,7 @@ class OptimumEngine:
         self._model: Any = None
         # One worker thread: requests run strictly one at a time, in arrival order.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optimum")
+        self._holding = 0
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
@@ -68,6 +69,9 @@ class OptimumEngine:
 
     def is_ready(self) -> bool:
         return self._model is not None
+
+    def running(self) -> int:
+        return self._holding
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -116,6 +120,7 @@ class OptimumEngine:
         if cancelled.is_set():
             emit(_DONE)
             return
+        self._holding = 1
         try:
             self._generate(prompt_ids, params, emit, cancelled)
         except _Cancelled:
@@ -123,6 +128,8 @@ class OptimumEngine:
         except Exception as exc:
             logger.exception("optimum generate failed")
             emit(exc)
+        finally:
+            self._holding = 0
         emit(_DONE)
 
     def _generate(

@@ -23,7 +23,7 @@ class FakeEngine:
     ready: bool = True
     calls: list[tuple[list[int], SamplingParams]] = field(default_factory=list)
     cancelled: int = 0
-    running: int = 0
+    running_now: int = 0
     error_after: int | None = None
 
     async def start(self) -> None:
@@ -35,13 +35,16 @@ class FakeEngine:
     def is_ready(self) -> bool:
         return self.ready
 
+    def running(self) -> int:
+        return self.running_now
+
     async def generate(
         self, prompt_ids: list[int], params: SamplingParams
     ) -> AsyncGenerator[TokenDelta, None]:
         from app.engine.base import EngineError
 
         self.calls.append((prompt_ids, params))
-        self.running += 1
+        self.running_now += 1
         finished = False
         try:
             script = [*self.reply_ids, self.eos_id]
@@ -63,6 +66,6 @@ class FakeEngine:
                 if last:
                     return
         finally:
-            self.running -= 1
+            self.running_now -= 1
             if not finished:
                 self.cancelled += 1

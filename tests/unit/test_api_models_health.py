@@ -20,7 +20,14 @@ def test_other_model_is_404(client: TestClient) -> None:
 
 
 def test_health_follows_engine(client: TestClient, engine: FakeEngine) -> None:
-    assert client.get("/health").json() == {"status": "ok", "model": "tiny", "engine": "fake"}
+    assert client.get("/health").json() == {
+        "status": "ok",
+        "model": "tiny",
+        "engine": "fake",
+        "in_flight": 0,
+        "engine_running": 0,
+        "draining": False,
+    }
     engine.ready = False
     assert client.get("/health").status_code == 503
     assert client.get("/health/live").status_code == 200
