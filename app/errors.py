@@ -69,7 +69,11 @@ def _param(loc: tuple[Any, ...]) -> str | None:
     for part in loc[1:] if loc and loc[0] == "body" else loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part not in _UNION_TAGS and not any(ch in part for ch in "[("):
+        elif (
+            part not in _UNION_TAGS
+            and not part.startswith(("constrained-", "function-"))
+            and not any(ch in part for ch in "[(")
+        ):
             out += f".{part}" if out else part
     return out or None
 
@@ -111,7 +115,10 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404:
             message = f"Unknown route: {message}" if message != "Not Found" else "Not found."
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return error_response(ApiError(exc.status_code, message, code=code))
+        # Keep Starlette's headers: a 405 must list the allowed methods (RFC 9110).
+        return error_response(
+            ApiError(exc.status_code, message, code=code, headers=dict(exc.headers or {}))
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

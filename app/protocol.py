@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    Strict,
     model_serializer,
 )
 
@@ -47,18 +48,22 @@ class ErrorResponse(BaseModel):
 
 class TextContentPart(BaseModel):
     # Only text parts are served; any other `type` fails on that field, by name.
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     type: Literal["text"]
     text: str
 
 
 class FunctionCall(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     arguments: str  # JSON text, as OpenAI sends it
     name: str
 
 
 class ToolCall(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     id: str
     function: FunctionCall
     type: Literal["function"] = "function"
@@ -67,7 +72,7 @@ class ToolCall(BaseModel):
 class ChatMessage(BaseModel):
     """One message of the conversation; `developer` is OpenAI's newer name for `system`."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     content: str | list[TextContentPart] | None = None
     role: Literal["developer", "system", "user", "assistant", "tool"]
@@ -84,13 +89,15 @@ class ChatMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     include_usage: bool | None = None
     include_obfuscation: bool | None = None
 
 
 class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
     description: str | None = None
     parameters: dict[str, Any] | None = None
@@ -98,20 +105,28 @@ class FunctionDefinition(BaseModel):
 
 
 class ToolDefinition(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     function: FunctionDefinition
     type: Literal["function"]
 
 
 class NamedFunction(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     name: str
 
 
 class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     function: NamedFunction
     type: Literal["function"]
 
 
 class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     name: Annotated[str, Field(min_length=1, max_length=64)]
     description: str | None = None
     schema_: dict[str, Any] | None = Field(None, alias="schema")
@@ -119,14 +134,20 @@ class JsonSchemaFormat(BaseModel):
 
 
 class ResponseFormatText(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     type: Literal["text"]
 
 
 class ResponseFormatJsonObject(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     type: Literal["json_object"]
 
 
 class ResponseFormatJsonSchema(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     json_schema: JsonSchemaFormat
     type: Literal["json_schema"]
 
@@ -150,12 +171,15 @@ def _no_empty_stop(value: str | list[str] | None) -> str | list[str] | None:
 
 
 Stop = Annotated[str | list[str] | None, AfterValidator(_no_empty_stop)]
+# The engine computes in float32: a positive double that rounds to 0 there is refused.
+RepetitionPenalty = Annotated[float, Field(ge=0.01, le=2.0)]
+TokenId = Annotated[int, Strict(), Field(ge=0)]
 Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 
 
 class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     model: str
@@ -183,8 +207,8 @@ class ChatCompletionRequest(BaseModel):
     user: str | None = None
     # Common extensions (vLLM's names).
     top_k: Annotated[int, Field(ge=-1)] | None = None
-    min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    repetition_penalty: Annotated[float, Field(gt=0.0, le=2.0)] | None = None
+    min_p: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
+    repetition_penalty: RepetitionPenalty | None = None
     ignore_eos: bool | None = None  # keep generating past eos, for fixed-length benchmarks
 
     def stop_list(self) -> list[str]:
@@ -197,10 +221,15 @@ class ChatCompletionRequest(BaseModel):
 class CompletionRequest(BaseModel):
     """The legacy text completions request."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: (
+        Annotated[str, Field(min_length=1)]
+        | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+        | Annotated[list[TokenId], Field(min_length=1)]
+        | Annotated[list[Annotated[list[TokenId], Field(min_length=1)]], Field(min_length=1)]
+    )
     best_of: Annotated[int, Field(ge=1)] | None = None
     echo: bool | None = None
     frequency_penalty: Penalty | None = None
@@ -218,8 +247,8 @@ class CompletionRequest(BaseModel):
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     user: str | None = None
     top_k: Annotated[int, Field(ge=-1)] | None = None
-    min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    repetition_penalty: Annotated[float, Field(gt=0.0, le=2.0)] | None = None
+    min_p: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
+    repetition_penalty: RepetitionPenalty | None = None
     ignore_eos: bool | None = None
 
     def stop_list(self) -> list[str]:
@@ -238,11 +267,11 @@ class CompletionRequest(BaseModel):
 class TokenizeRequest(BaseModel):
     """vLLM's /tokenize: either a prompt or chat messages."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str | None = None
     prompt: str | None = None
-    messages: list[ChatMessage] | None = None
+    messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
     add_special_tokens: bool = False
     add_generation_prompt: bool = True
 
@@ -254,10 +283,10 @@ class TokenizeResponse(BaseModel):
 
 
 class DetokenizeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str | None = None
-    tokens: list[Annotated[int, Field(ge=0)]]
+    tokens: list[TokenId]
 
 
 class DetokenizeResponse(BaseModel):

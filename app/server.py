@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app import __version__, errors
+from app import __version__, errors, openapi
 from app.admission import Admission
 from app.api import chat, completions, health, models, tokenize
 from app.engine.base import Engine
@@ -101,6 +101,7 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
     )
     app.state.ovchat = None
     errors.install(app)
+    openapi.install(app)
     app.include_router(chat.router)
     app.include_router(completions.router)
     app.include_router(tokenize.router)

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from app.admission import Ticket
-from app.engine.base import EngineError, SamplingParams
+from app.engine.base import EngineError, RequestRejected, SamplingParams
 from app.errors import ApiError
 from app.generation import TextDelta, generate_choices
 from app.protocol import StreamOptions, Usage, new_id, now
@@ -28,6 +28,8 @@ def event(payload: dict[str, Any]) -> Event:
 
 
 def engine_failure(exc: EngineError) -> ApiError:
+    if isinstance(exc, RequestRejected):
+        return ApiError(400, f"The engine refused the request: {exc}", code="invalid_request")
     return ApiError(503, f"Generation failed: {exc}", code="engine_unavailable")
 
 

@@ -114,7 +114,7 @@ def check_shape(body: ChatCompletionRequest, state: ServerState) -> None:
             param="stream_options",
             code="invalid_value",
         )
-    if body.top_logprobs is not None and not body.logprobs:
+    if body.top_logprobs and not body.logprobs:
         raise ApiError(
             400,
             "top_logprobs requires logprobs to be true.",

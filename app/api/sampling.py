@@ -10,6 +10,10 @@ from app.engine.base import LOGPROBS, MIN_P, PENALTIES, STRUCTURED_OUTPUT, Sampl
 from app.errors import ApiError
 from app.state import ServerState
 
+MIN_TEMPERATURE = 1e-4
+MIN_TOP_P = 1e-6
+MAX_MIN_P = 0.999  # min_p must stay below 1 after rounding to float32
+
 
 class SamplingFields(Protocol):
     frequency_penalty: float | None
@@ -91,12 +95,15 @@ def sampling_params(
     if json_schema is not None:
         require(state, STRUCTURED_OUTPUT, "response_format", "structured output")
     seed = body.seed if body.seed is not None else secrets.randbits(31)
+    temperature = 1.0 if body.temperature is None else body.temperature
     base = SamplingParams(
         max_new_tokens=max_new_tokens,
-        temperature=1.0 if body.temperature is None else body.temperature,
-        top_p=1.0 if body.top_p is None else body.top_p,
+        # The engine samples in float32: a temperature too small to matter is greedy, and
+        # top_p is kept above float32's smallest normal so it never rounds to 0.
+        temperature=0.0 if temperature < MIN_TEMPERATURE else temperature,
+        top_p=1.0 if body.top_p is None else max(body.top_p, MIN_TOP_P),
         top_k=body.top_k if body.top_k and body.top_k > 0 else 0,
-        min_p=body.min_p or 0.0,
+        min_p=min(body.min_p or 0.0, MAX_MIN_P),
         seed=seed,
         frequency_penalty=body.frequency_penalty or 0.0,
         presence_penalty=body.presence_penalty or 0.0,

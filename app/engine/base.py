@@ -49,6 +49,10 @@ class EngineError(RuntimeError):
     """The engine could not serve a request it had accepted (crash, failed step)."""
 
 
+class RequestRejected(EngineError):
+    """The engine refused the request's parameters: the client's error, not the server's."""
+
+
 class EngineStartError(RuntimeError):
     """The engine could not load the model; the message says why, for the operator."""
 

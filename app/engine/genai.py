@@ -19,6 +19,7 @@ from app.engine.base import (
     STRUCTURED_OUTPUT,
     EngineError,
     EngineStartError,
+    RequestRejected,
     SamplingParams,
     TokenDelta,
 )
@@ -165,10 +166,11 @@ class GenaiEngine:
                     stream.put_nowait(TokenDelta(tuple(tokens), finish, tuple(logprobs)))
         elif kind == "running":
             self.engine_running = message[1]
-        elif kind == "error":
+        elif kind in ("error", "rejected"):
             stream = self._streams.get(message[1])
             if stream is not None:
-                stream.put_nowait(EngineError(message[2]))
+                error = RequestRejected if kind == "rejected" else EngineError
+                stream.put_nowait(error(message[2]))
 
     def _fail_all(self, reason: str) -> None:
         for stream in self._streams.values():

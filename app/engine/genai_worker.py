@@ -21,7 +21,7 @@ logger = logging.getLogger("app.engine.worker")
 # Inbox messages:  ("add", rid, prompt_ids, SamplingParams) | ("cancel", rid) | ("stop",)
 # Outbox messages: ("ready", info) | ("failed", message)
 #                  | ("tokens", [(rid, token_ids, logprobs, finish_or_None), ...])
-#                  | ("error", rid, message) | ("running", count)
+#                  | ("error", rid, message) | ("rejected", rid, message) | ("running", count)
 
 
 @dataclass(frozen=True)
@@ -130,8 +130,8 @@ def run(cfg: WorkerConfig, inbox: Queue[Any], outbox: Queue[Any]) -> None:
                 try:
                     tensor = ov.Tensor(np.asarray([prompt_ids], dtype=np.int64))
                     handles[rid] = pipe.add_request(rid, tensor, generation_config(params))
-                except Exception as exc:
-                    outbox.put(("error", rid, f"{type(exc).__name__}: {exc}"))
+                except Exception as exc:  # invalid generation config, prompt too long, ...
+                    outbox.put(("rejected", rid, str(exc).strip().splitlines()[-1]))
             elif kind == "cancel":
                 handle = handles.pop(message[1], None)
                 if handle is not None:
