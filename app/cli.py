@@ -11,6 +11,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from app import logs
 from app.settings import Settings
 
 logger = logging.getLogger("app.cli")
@@ -96,12 +97,6 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-
-
 def _default_export_dir(source: str, store: Path) -> Path:
     from app.modelstore.store import PREFERRED_MODEL, model_dir
 
@@ -114,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "serve":
         settings = settings_from(args)
-        _logging(settings.log_level)
+        logs.configure(settings.log_level, settings.log_format)
         from app.engine.base import EngineStartError
         from app.modelstore.store import ModelNotFoundError
         from app.server import serve
@@ -126,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
 
-    _logging("info")
+    logs.configure("info")
     store_dir = Settings().model_store
     if args.command == "export":
         from app.modelstore.export import export_model

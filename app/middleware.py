@@ -15,6 +15,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import ApiError
+from app.metrics import Metrics
 
 logger = logging.getLogger("app.access")
 
@@ -64,8 +65,9 @@ class AccessLogMiddleware:
     """One line per request: id, method, path, status, duration, and for generations the
     token counts and time to first token the route recorded. Never bodies, never keys."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,6 +86,10 @@ class AccessLogMiddleware:
             await self.app(scope, receive, capture)
         finally:
             state = _state(scope)
+            route = scope.get("route")
+            # The route's template, never the raw path: clients cannot inflate cardinality.
+            endpoint = getattr(route, "path", "unmatched")
+            self.metrics.requests.labels(endpoint, str(status or "disconnected")).inc()
             usage = state.get("usage") or {}
             extra = "".join(f" {key}={value}" for key, value in usage.items())
             logger.info(

@@ -14,7 +14,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from app import __version__, errors, openapi
 from app.admission import Admission
 from app.api import chat, completions, health, models, tokenize
+from app.api import metrics as metrics_api
 from app.engine.base import Engine
+from app.metrics import Metrics
 from app.middleware import (
     AccessLogMiddleware,
     AuthMiddleware,
@@ -54,6 +56,7 @@ def build_engine(settings: Settings, model: store.ResolvedModel) -> Engine:
             enable_prefix_caching=settings.enable_prefix_caching,
             dynamic_split_fuse=settings.dynamic_split_fuse,
             log_level=settings.log_level,
+            log_format=settings.log_format,
         )
     )
 
@@ -72,6 +75,9 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
     model = store.resolve(settings.model, settings.model_store)
     logger.info("Serving %s from %s (%s)", model.name, model.path, model.reason)
     engine = engine_factory(settings, model)
+    metrics = Metrics()
+    metrics.watch_engine(engine.stats)
+    engine.on_step(metrics.step.observe)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -85,6 +91,7 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
             created=now(),
             system_fingerprint=_fingerprint(model, engine.name),
             admission=Admission(settings.max_num_seqs, settings.max_queue),
+            metrics=metrics,
         )
         logger.info("Ready: model %s on the %s engine", app.state.ovchat.model_id, engine.name)
         try:
@@ -107,6 +114,7 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
     app.include_router(tokenize.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.include_router(metrics_api.router)
     # Starlette wraps in reverse order of addition: the last added is the outermost.
     app.add_middleware(
         LimitsMiddleware, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
@@ -120,7 +128,7 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
             allow_headers=["authorization", "content-type", "x-request-id"],
             expose_headers=["x-request-id"],
         )
-    app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(AccessLogMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     return app
 

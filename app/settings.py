@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="Log lines as human-readable text or as JSON objects."
     )
+    response_timings: bool = Field(
+        False,
+        description="Add llama.cpp-style `timings` to completions (streams: to the usage chunk).",
+    )
 
     # Security
     api_key: SecretList = Field(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from app.admission import Admission
 from app.engine.base import Engine
+from app.metrics import Metrics
 from app.settings import Settings
 from app.textmodel import TextModel
 
@@ -20,3 +21,4 @@ class ServerState:
     created: int
     system_fingerprint: str
     admission: Admission
+    metrics: Metrics

@@ -78,6 +78,12 @@ class GenerationCall:
         """Ends the request: frees its admission slot and leaves its figures for the
         access log line."""
         self.ticket.release()
+        self.state.metrics.observe_generation(
+            self.prompt_tokens,
+            sum(self.tokens),
+            self.first_token_s,
+            time.monotonic() - self.started,
+        )
         self.record["usage"] = {
             "id": self.id,
             "outcome": outcome,
@@ -86,6 +92,25 @@ class GenerationCall:
             "completion_tokens": sum(self.tokens),
             "ttft_ms": "-" if self.first_token_s is None else f"{self.first_token_s * 1000:.1f}",
         }
+
+    def with_timings(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """llama.cpp's per-request `timings`, when the server is set to report them."""
+        if not self.state.settings.response_timings:
+            return payload
+        elapsed_ms = (time.monotonic() - self.started) * 1000
+        prompt_ms = (self.first_token_s or 0.0) * 1000
+        predicted = sum(self.tokens)
+        predicted_ms = max(elapsed_ms - prompt_ms, 0.0)
+        payload["timings"] = {
+            "prompt_n": self.prompt_tokens,
+            "prompt_ms": round(prompt_ms, 3),
+            "predicted_n": predicted,
+            "predicted_ms": round(predicted_ms, 3),
+            "predicted_per_second": round(predicted / predicted_ms * 1000, 3)
+            if predicted_ms
+            else None,
+        }
+        return payload
 
     async def deltas(self) -> AsyncIterator[tuple[int, TextDelta]]:
         loop = asyncio.get_running_loop()

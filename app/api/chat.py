@@ -234,7 +234,7 @@ class ChatCall(GenerationCall):
             choices=choices,
             usage=self.usage(),
         )
-        return JSONResponse(result.model_dump(mode="json"))
+        return JSONResponse(self.with_timings(result.model_dump(mode="json")))
 
     # ------------------------------------------------------------------ streaming
 
@@ -250,6 +250,8 @@ class ChatCall(GenerationCall):
         payload = chunk.model_dump(mode="json")
         if not self.include_usage:
             del payload["usage"]  # OpenAI sends the key only to clients that asked for usage
+        elif usage is not None:
+            self.with_timings(payload)
         return event(payload)
 
     def _delta_chunks(self, index: int, delta: TextDelta) -> list[dict[str, str]]:

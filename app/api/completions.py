@@ -179,12 +179,15 @@ class CompletionCall(GenerationCall):
             )
             for i in range(len(self.jobs))
         ]
-        return JSONResponse(self._completion(choices, self.usage()).model_dump(mode="json"))
+        payload = self._completion(choices, self.usage()).model_dump(mode="json")
+        return JSONResponse(self.with_timings(payload))
 
     def _chunk(self, choices: list[CompletionChoice], usage: Usage | None = None) -> Event:
         payload = self._completion(choices, usage).model_dump(mode="json")
         if not self.include_usage:
             del payload["usage"]
+        elif usage is not None:
+            self.with_timings(payload)
         return event(payload)
 
     def stream(self) -> AsyncIterator[Event]:

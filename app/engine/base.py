@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
@@ -57,6 +57,13 @@ class EngineStartError(RuntimeError):
     """The engine could not load the model; the message says why, for the operator."""
 
 
+@dataclass(frozen=True)
+class EngineStats:
+    running: int = 0  # sequences being decoded
+    waiting: int = 0  # sequences the engine holds but has not scheduled yet
+    kv_usage: float = 0.0  # fraction of the KV cache in use
+
+
 # What an engine can do beyond plain sampling; requests needing more are refused with 400.
 LOGPROBS = "logprobs"
 STRUCTURED_OUTPUT = "structured_output"
@@ -76,6 +83,12 @@ class Engine(Protocol):
 
     def running(self) -> int:
         """Requests the engine itself holds (running or queued in its scheduler)."""
+        ...
+
+    def stats(self) -> EngineStats: ...
+
+    def on_step(self, callback: Callable[[float], None]) -> None:
+        """Have `callback(seconds)` called for every engine step."""
         ...
 
     def generate(

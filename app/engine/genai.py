@@ -9,7 +9,7 @@ import logging
 import multiprocessing as mp
 import queue
 import threading
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from app.engine.base import (
@@ -19,6 +19,7 @@ from app.engine.base import (
     STRUCTURED_OUTPUT,
     EngineError,
     EngineStartError,
+    EngineStats,
     RequestRejected,
     SamplingParams,
     TokenDelta,
@@ -50,6 +51,8 @@ class GenaiEngine:
         self._closing = False
         self.engine_running = 0  # requests the engine process holds, as it last reported
         self.restarts = 0
+        self._stats = EngineStats()
+        self._on_step: Callable[[float], None] | None = None
         self._restarting: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -88,6 +91,12 @@ class GenaiEngine:
 
     def running(self) -> int:
         return self.engine_running
+
+    def stats(self) -> EngineStats:
+        return self._stats if self.engine_running else EngineStats()
+
+    def on_step(self, callback: Callable[[float], None]) -> None:
+        self._on_step = callback
 
     def is_ready(self) -> bool:
         return self._ready and self._process is not None and self._process.is_alive()
@@ -160,6 +169,10 @@ class GenaiEngine:
     def _dispatch(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == "tokens":
+            step_s, requests, scheduled, cache_pct = message[2]
+            self._stats = EngineStats(scheduled, max(0, requests - scheduled), cache_pct / 100)
+            if self._on_step is not None:
+                self._on_step(step_s)
             for rid, tokens, logprobs, finish in message[1]:
                 stream = self._streams.get(rid)
                 if stream is not None:

@@ -20,7 +20,8 @@ logger = logging.getLogger("app.engine.worker")
 
 # Inbox messages:  ("add", rid, prompt_ids, SamplingParams) | ("cancel", rid) | ("stop",)
 # Outbox messages: ("ready", info) | ("failed", message)
-#                  | ("tokens", [(rid, token_ids, logprobs, finish_or_None), ...])
+#                  | ("tokens", [(rid, token_ids, logprobs, finish_or_None), ...],
+#                               (step_seconds, requests, scheduled_requests, cache_usage_pct))
 #                  | ("error", rid, message) | ("rejected", rid, message) | ("running", count)
 
 
@@ -35,6 +36,7 @@ class WorkerConfig:
     enable_prefix_caching: bool
     dynamic_split_fuse: bool
     log_level: str = "INFO"
+    log_format: str = "text"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -84,9 +86,9 @@ def _finish_name(reason: Any) -> str | None:
 
 
 def run(cfg: WorkerConfig, inbox: Queue[Any], outbox: Queue[Any]) -> None:
-    logging.basicConfig(
-        level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s [engine] %(message)s"
-    )
+    from app.logs import configure
+
+    configure(cfg.log_level, cfg.log_format)
     try:
         import numpy as np
         import openvino as ov
@@ -141,7 +143,9 @@ def run(cfg: WorkerConfig, inbox: Queue[Any], outbox: Queue[Any]) -> None:
         if not handles:
             continue
         try:
+            step_started = time.perf_counter()
             pipe.step()
+            step_s = time.perf_counter() - step_started
         except Exception as exc:
             for rid in handles:
                 outbox.put(("error", rid, f"engine step failed: {exc}"))
@@ -167,6 +171,8 @@ def run(cfg: WorkerConfig, inbox: Queue[Any], outbox: Queue[Any]) -> None:
             if tokens or finish:
                 events.append((rid, tokens, logprobs, finish))
         if events:
-            outbox.put(("tokens", events))
+            metrics = pipe.get_metrics()
+            stats = (step_s, metrics.requests, metrics.scheduled_requests, metrics.cache_usage)
+            outbox.put(("tokens", events, stats))
             if not handles:
                 outbox.put(("running", 0))

@@ -8,12 +8,18 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from app.engine.base import EngineError, EngineStartError, SamplingParams, TokenDelta
+from app.engine.base import (
+    EngineError,
+    EngineStartError,
+    EngineStats,
+    SamplingParams,
+    TokenDelta,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +43,7 @@ class OptimumEngine:
         # One worker thread: requests run strictly one at a time, in arrival order.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optimum")
         self._holding = 0
+        self._pending = 0  # requests accepted and not yet finished, running one included
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
@@ -73,6 +80,12 @@ class OptimumEngine:
     def running(self) -> int:
         return self._holding
 
+    def stats(self) -> EngineStats:
+        return EngineStats(running=self._holding, waiting=max(0, self._pending - self._holding))
+
+    def on_step(self, callback: Callable[[float], None]) -> None:
+        pass  # generate() has no steps to report
+
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._model = None
@@ -93,6 +106,7 @@ class OptimumEngine:
             self._executor, self._run, prompt_ids, params, emit, cancelled
         )
         finished = False
+        self._pending += 1
         try:
             while True:
                 item = await out.get()
@@ -108,6 +122,7 @@ class OptimumEngine:
         finally:
             if not finished:
                 cancelled.set()  # also stops a request still waiting for the worker
+            self._pending -= 1
             await asyncio.shield(future)
 
     def _run(
@@ -130,6 +145,7 @@ class OptimumEngine:
             emit(exc)
         finally:
             self._holding = 0
+        self._pending = 0  # requests accepted and not yet finished, running one included
         emit(_DONE)
 
     def _generate(

@@ -66,3 +66,27 @@ def test_health_and_models(tiny_server: Server) -> None:
     assert httpx.get(f"{tiny_server.url}/health").json()["status"] == "ok"
     assert httpx.get(f"{tiny_server.url}/health/live").status_code == 200
     assert httpx.get(f"{tiny_server.url}/v1/models").json()["data"][0]["id"] == "tiny-phi3"
+
+
+def test_metrics_parse_and_move(tiny_server: Server) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def read() -> dict[str, float]:
+        text = httpx.get(f"{tiny_server.url}/metrics").text
+        return {
+            s.name: s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if not s.labels
+        }
+
+    before = read()
+    httpx.post(f"{tiny_server.url}/v1/chat/completions", json=BODY, timeout=60)
+    after = read()
+    assert after["ovchat_engine_step_seconds_count"] > before.get(
+        "ovchat_engine_step_seconds_count", 0
+    )
+    assert (
+        after["ovchat_generation_tokens_total"] - before.get("ovchat_generation_tokens_total", 0)
+        == 29
+    )

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
-from app.engine.base import SamplingParams, TokenDelta
+from app.engine.base import EngineStats, SamplingParams, TokenDelta
 
 
 @dataclass
@@ -25,6 +25,7 @@ class FakeEngine:
     cancelled: int = 0
     running_now: int = 0
     error_after: int | None = None
+    step_callback: Callable[[float], None] | None = None
 
     async def start(self) -> None:
         pass
@@ -37,6 +38,12 @@ class FakeEngine:
 
     def running(self) -> int:
         return self.running_now
+
+    def stats(self) -> EngineStats:
+        return EngineStats(running=self.running_now)
+
+    def on_step(self, callback: Callable[[float], None]) -> None:
+        self.step_callback = callback
 
     async def generate(
         self, prompt_ids: list[int], params: SamplingParams

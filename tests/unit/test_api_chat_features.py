@@ -201,3 +201,12 @@ def test_sampling_extensions_reach_the_engine(client: TestClient, engine: FakeEn
     assert (params.temperature, params.top_p, params.top_k, params.min_p) == (0.7, 0.9, 40, 0.05)
     assert (params.repetition_penalty, params.presence_penalty) == (1.1, 0.5)
     assert params.frequency_penalty == -0.5
+
+
+def test_timings_only_when_enabled(client: TestClient) -> None:
+    assert "timings" not in chat(client).json()
+    client.app.state.ovchat.settings.response_timings = True  # type: ignore[attr-defined]
+    timings = chat(client).json()["timings"]
+    assert timings["prompt_n"] > 0 and timings["predicted_n"] > 0
+    usage_chunk = events(client, stream_options={"include_usage": True})[-1]
+    assert usage_chunk["timings"]["predicted_n"] == timings["predicted_n"]
