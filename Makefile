@@ -13,7 +13,7 @@ ARGS   ?=
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install model model-tiny run serve test unit integration lint export clean
+.PHONY: install model model-tiny run serve test unit integration lint export docs clean
 
 install: $(STAMP)
 
@@ -55,6 +55,9 @@ integration: model-tiny model
 
 test: lint model-tiny model
 	$(BIN)/pytest -q -ra tests
+
+docs: install
+	$(BIN)/python -m app.configdoc
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -48,3 +48,11 @@ def test_export_defaults_phi3_to_phi3_instruct(tmp_path: Path) -> None:
 
     out = _default_export_dir("microsoft/Phi-3-mini-4k-instruct", tmp_path)
     assert out == tmp_path / "phi3-instruct" / "int4"
+
+
+def test_configuration_doc_is_generated_from_settings() -> None:
+    from app.configdoc import OUTPUT, render
+
+    assert OUTPUT.read_text() == render(), "docs/CONFIGURATION.md is stale: run `make docs`"
+    for name in Settings.model_fields:
+        assert f"`OVCHAT_{name.upper()}`" in OUTPUT.read_text()
