@@ -12,8 +12,9 @@ OUT    ?= model_store/phi3-instruct/int4
 ARGS   ?=
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install model model-tiny run serve test unit integration lint export docs clean
+.PHONY: install model model-tiny run serve test unit integration lint export docs browser clean
 
 install: $(STAMP)
 
@@ -50,10 +51,16 @@ lint: install
 unit: install
 	$(BIN)/pytest -q tests/unit
 
-integration: model-tiny model
+integration: model-tiny model browser
 	$(BIN)/pytest -q tests/integration
 
-test: lint model-tiny model
+# The chat page is tested in a real browser: Debian's Chromium (Playwright's own browser
+# downloads are not reachable from these machines).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+test: lint model-tiny model browser
 	$(BIN)/pytest -q -ra tests
 
 docs: install

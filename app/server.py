@@ -10,10 +10,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 
 from app import __version__, errors, openapi
 from app.admission import Admission
-from app.api import chat, completions, health, models, tokenize
+from app.api import chat, completions, health, models, page, tokenize
 from app.api import metrics as metrics_api
 from app.engine.base import Engine
 from app.metrics import Metrics
@@ -115,6 +116,8 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(metrics_api.router)
+    app.include_router(page.router)
+    app.mount("/static", StaticFiles(directory=page.STATIC), name="static")
     # Starlette wraps in reverse order of addition: the last added is the outermost.
     app.add_middleware(
         LimitsMiddleware, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
