@@ -14,7 +14,7 @@ ARGS   ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install model model-tiny run serve test unit integration lint export docs browser image test-image bench bench-llamacpp clean
+.PHONY: install model model-tiny run serve test unit integration lint export docs browser image test-image bench bench-llamacpp soak clean
 
 install: $(STAMP)
 
@@ -73,6 +73,10 @@ test-image: model
 # Every contender on the same workloads in one run; writes docs/BENCHMARKS.md and its plot.
 bench: model
 	$(BIN)/python bench/run.py $(ARGS)
+
+# 30 minutes of mixed load with disconnects (not in CI): make soak ARGS="--minutes 5"
+soak: model
+	$(BIN)/python bench/soak.py $(ARGS)
 
 # llama-cpp-python's OpenAI server, built from source (PyPI sdist), in its own venv.
 bench-llamacpp:

@@ -31,7 +31,8 @@ else
     tar -C "$WORK/rootfs" -c . | "${ENGINE[@]}" import - localhost/debian:bookworm >/dev/null
   fi
   printf '[global]\ncert = /run/host-ca.crt\n' > "$WORK/pip.conf"
-  BUILD_ARGS+=(--build-arg BASE_IMAGE=localhost/debian:bookworm --network=host
+  # --format docker: the OCI format would drop the HEALTHCHECK.
+  BUILD_ARGS+=(--format docker --build-arg BASE_IMAGE=localhost/debian:bookworm --network=host
                -v /etc/ssl/certs/ca-certificates.crt:/run/host-ca.crt:ro
                -v "$WORK/pip.conf:/etc/pip.conf:ro")
   RUN_ARGS+=(--network=host)
@@ -63,6 +64,9 @@ for _ in $(seq 1 300); do
 done
 ready=$(date +%s.%N)
 curl -sf "http://127.0.0.1:${PORT}/health" >/dev/null || { "${ENGINE[@]}" logs "$NAME"; exit 1; }
+# docker keeps it in .Config.Healthcheck, podman in .Healthcheck: search the whole record.
+"${ENGINE[@]}" image inspect --format '{{json .}}' "$IMAGE" | tr -d '\n' | grep -q 'Healthcheck.*/health' || {
+  echo "the image has no HEALTHCHECK"; exit 1; }
 
 answer=$(curl -sf "http://127.0.0.1:${PORT}/v1/chat/completions" -H 'content-type: application/json' \
   -d '{"model":"smollm2-135m-instruct","messages":[{"role":"user","content":"What is the capital of France?"}],"temperature":0}')
