@@ -46,20 +46,7 @@ def build_engine(settings: Settings, model: store.ResolvedModel) -> Engine:
     from app.engine.genai import GenaiEngine
     from app.engine.genai_worker import WorkerConfig
 
-    return GenaiEngine(
-        WorkerConfig(
-            model_path=str(model.path),
-            device=device,
-            properties=settings.engine_properties(),
-            max_num_seqs=settings.max_num_seqs,
-            max_num_batched_tokens=settings.max_num_batched_tokens,
-            kv_cache_gb=settings.kv_cache_gb,
-            enable_prefix_caching=settings.enable_prefix_caching,
-            dynamic_split_fuse=settings.dynamic_split_fuse,
-            log_level=settings.log_level,
-            log_format=settings.log_format,
-        )
-    )
+    return GenaiEngine(WorkerConfig.from_settings(settings, str(model.path), device))
 
 
 def _fingerprint(model: store.ResolvedModel, engine: str) -> str:

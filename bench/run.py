@@ -165,18 +165,7 @@ def inprocess_stream(model_dir: Path) -> tuple[StreamFn, Any]:
 
     settings = Settings()
     text = TextModel.load(model_dir)
-    engine = GenaiEngine(
-        WorkerConfig(
-            model_path=str(model_dir),
-            device="CPU",
-            properties=settings.engine_properties(),
-            max_num_seqs=settings.max_num_seqs,
-            max_num_batched_tokens=settings.max_num_batched_tokens,
-            kv_cache_gb=settings.kv_cache_gb,
-            enable_prefix_caching=settings.enable_prefix_caching,
-            dynamic_split_fuse=settings.dynamic_split_fuse,
-        )
-    )
+    engine = GenaiEngine(WorkerConfig.from_settings(settings, str(model_dir), "CPU"))
 
     async def stream(prompt: str, max_tokens: int) -> AsyncIterator[int]:
         ids = text.encode(text.formatter.render([Turn("user", prompt)]))

@@ -10,7 +10,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
+from fastapi import Request
+from fastapi.responses import Response
+from sse_starlette import EventSourceResponse
+from starlette.background import BackgroundTask
+
 from app.admission import Ticket
+from app.api.disconnect import until_disconnect
 from app.engine.base import EngineError, RequestRejected, SamplingParams
 from app.errors import ApiError
 from app.generation import TextDelta, generate_choices
@@ -141,6 +147,25 @@ class GenerationCall:
             self.done("cancelled: client disconnected")
             raise
         self.done("finished")
+
+    async def complete(self) -> Response:
+        raise NotImplementedError
+
+    def stream(self) -> AsyncIterator[Event]:
+        raise NotImplementedError
+
+    async def respond(self, request: Request, stream: bool) -> Response:
+        if stream:
+            # The background task frees the slot even if the client left before the
+            # stream's first step.
+            response: Response = EventSourceResponse(
+                self.stream(),
+                sep="\n",
+                ping=15,
+                background=BackgroundTask(self.ticket.release_async),
+            )
+            return response
+        return await until_disconnect(request, self.complete(), self.ticket.release)
 
     async def sse(
         self,

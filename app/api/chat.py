@@ -10,12 +10,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from sse_starlette import EventSourceResponse
-from starlette.background import BackgroundTask
 
 from app.api.calls import GenerationCall, event
 from app.api.deps import State, engine_ready, served_model
-from app.api.disconnect import until_disconnect
 from app.api.sampling import check_context, check_stops, sampling_params
 from app.chat_format import PromptError, Turn
 from app.errors import ApiError
@@ -96,14 +93,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
         request.scope.setdefault("state", {}),
         ticket,
     )
-    if body.stream:
-        # The background task frees the slot even if the client left before the
-        # stream's first step.
-        stream: Response = EventSourceResponse(
-            call.stream(), sep="\n", ping=15, background=BackgroundTask(ticket.release_async)
-        )
-        return stream
-    return await until_disconnect(request, call.complete(), ticket.release)
+    return await call.respond(request, bool(body.stream))
 
 
 def check_shape(body: ChatCompletionRequest, state: ServerState) -> None:

@@ -8,13 +8,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from sse_starlette import EventSourceResponse
-from starlette.background import BackgroundTask
 
 from app.api.calls import Event, GenerationCall, event
 from app.api.chat import ERROR_RESPONSES
 from app.api.deps import State, engine_ready, served_model
-from app.api.disconnect import until_disconnect
 from app.api.sampling import check_context, check_stops, sampling_params
 from app.engine.base import SamplingParams
 from app.errors import ApiError
@@ -60,12 +57,7 @@ async def completions(body: CompletionRequest, request: Request, state: State) -
         request.scope.setdefault("state", {}),
         ticket,
     )
-    if body.stream:
-        stream: Response = EventSourceResponse(
-            call.stream(), sep="\n", ping=15, background=BackgroundTask(ticket.release_async)
-        )
-        return stream
-    return await until_disconnect(request, call.complete(), ticket.release)
+    return await call.respond(request, bool(body.stream))
 
 
 def check_shape(body: CompletionRequest) -> None:

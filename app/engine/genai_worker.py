@@ -15,6 +15,7 @@ from multiprocessing.queues import Queue
 from typing import Any
 
 from app.engine.base import SamplingParams
+from app.settings import Settings
 
 logger = logging.getLogger("app.engine.worker")
 
@@ -38,6 +39,21 @@ class WorkerConfig:
     log_level: str = "INFO"
     log_format: str = "text"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, model_path: str, device: str) -> WorkerConfig:
+        return cls(
+            model_path=model_path,
+            device=device,
+            properties=settings.engine_properties(),
+            max_num_seqs=settings.max_num_seqs,
+            max_num_batched_tokens=settings.max_num_batched_tokens,
+            kv_cache_gb=settings.kv_cache_gb,
+            enable_prefix_caching=settings.enable_prefix_caching,
+            dynamic_split_fuse=settings.dynamic_split_fuse,
+            log_level=settings.log_level,
+            log_format=settings.log_format,
+        )
 
 
 def generation_config(params: SamplingParams) -> Any:

@@ -14,6 +14,7 @@ from app.engine.base import SamplingParams
 from app.engine.genai import GenaiEngine
 from app.engine.genai_worker import WorkerConfig
 from app.modelstore.tiny_phi3 import TINY_REPLY
+from app.settings import Settings
 from app.textmodel import TextModel
 from tests.integration.conftest import Server
 
@@ -21,18 +22,8 @@ LONG = {"max_tokens": 3000, "ignore_eos": True, "temperature": 0}
 
 
 def engine_for(folder: Path) -> GenaiEngine:
-    return GenaiEngine(
-        WorkerConfig(
-            model_path=str(folder),
-            device="CPU",
-            properties={},
-            max_num_seqs=8,
-            max_num_batched_tokens=256,
-            kv_cache_gb=1,
-            enable_prefix_caching=True,
-            dynamic_split_fuse=True,
-        )
-    )
+    settings = Settings(max_num_seqs=8)
+    return GenaiEngine(WorkerConfig.from_settings(settings, str(folder), "CPU"))
 
 
 def test_cancel_frees_the_engine(tiny_model_dir: Path, text_model: TextModel) -> None:
