@@ -183,7 +183,7 @@ def inprocess_stream(model_dir: Path) -> tuple[StreamFn, Any]:
 
 
 def requests_for(level: int) -> int:
-    return max(2 * level, 4)
+    return max(level, 4)
 
 
 async def _ttft(url: str, body: dict[str, Any]) -> float:
@@ -273,6 +273,38 @@ def contender_http(
         )
         peak = rss.stop()
     return results, {"ready_s": ready_s, "peak_rss_mb": peak / 1e6}
+
+
+def phi3_shaped(bandwidth: float, logs: Path) -> dict[str, Any]:
+    """The real Phi-3-mini sizes with random weights: its speed is Phi-3-mini's."""
+    from app.modelstore import tiny_phi3
+
+    model = tiny_phi3.build(ROOT / "model_store", tiny_phi3.PHI3_MINI)
+    weights = (model / "openvino_model.bin").stat().st_size
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = ovchat_cmd(model, port, "--kv-cache-gb", "4")
+    with server(cmd, f"{url}/health", logs / "phi3-shaped.log") as (ready_s, pid):
+        rss = RssSampler(pid)
+        stream = http_stream(url, "bench")
+        results = asyncio.run(
+            sweep(
+                "phi3-shaped",
+                stream,
+                {"short": "Tell me a story."},
+                [1, 4, 8],
+                64,
+                lambda level: level,
+            )
+        )
+        peak = rss.stop()
+    return {
+        "weights_mb": weights / 1e6,
+        "ceiling_tok_s": bandwidth * 1e9 / weights,
+        "ready_s": ready_s,
+        "peak_rss_mb": peak / 1e6,
+        "levels": [asdict(r) for r in results],
+    }
 
 
 def main() -> int:
@@ -377,6 +409,9 @@ def main() -> int:
         extras["llama-cpp-python"] = info
     elif "llamacpp" not in skip:
         extras["llama-cpp-python"] = {"skipped": "not installed: run `make bench-llamacpp`"}
+
+    if args.phi3:
+        extras["phi3-shaped"] = phi3_shaped(bandwidth, logs)
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(

@@ -56,11 +56,14 @@ class Phi3Shape:
     num_hidden_layers: int
     num_attention_heads: int
     base_vocab: int
+    # The model's vocabulary: Phi-3's embedding and lm_head have 32064 rows, more than its
+    # tokenizer has tokens; 0 means exactly the tokenizer's size.
+    model_vocab: int = 0
 
 
 TINY = Phi3Shape("tiny-phi3", 256, 512, 2, 4, base_vocab=1024)
 # The real Phi-3-mini sizes (see the reference notes): same speed, random content.
-PHI3_MINI = Phi3Shape("phi3-shaped", 3072, 8192, 32, 32, base_vocab=32000)
+PHI3_MINI = Phi3Shape("phi3-shaped", 3072, 8192, 32, 32, base_vocab=32000, model_vocab=32064)
 
 
 def build_tokenizer(shape: Phi3Shape) -> Any:
@@ -101,7 +104,7 @@ def build_hf_folder(shape: Phi3Shape, folder: Path) -> None:
     from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
 
     tokenizer = build_tokenizer(shape)
-    vocab = len(tokenizer)
+    vocab = max(len(tokenizer), shape.model_vocab)
     token_id = tokenizer.convert_tokens_to_ids
     eot = token_id("<|endoftext|>")
     config = Phi3Config(
@@ -122,7 +125,7 @@ def build_hf_folder(shape: Phi3Shape, folder: Path) -> None:
     )
     torch.manual_seed(SEED)
     model = Phi3ForCausalLM(config).eval()
-    _imprint_reply(model, tokenizer, shape.hidden_size)
+    _imprint_reply(model, tokenizer, shape.hidden_size, len(tokenizer))
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     GenerationConfig(
@@ -155,7 +158,7 @@ def _successors(tokenizer: Any, vocab: int, rng: Any) -> list[int]:
     return nxt
 
 
-def _imprint_reply(model: Any, tokenizer: Any, hidden: int) -> None:
+def _imprint_reply(model: Any, tokenizer: Any, hidden: int, tokens: int) -> None:
     """Turn the random model into a near-bigram model with wide logit margins.
 
     Large random embeddings dominate the residual stream (the random layers only add
@@ -169,8 +172,11 @@ def _imprint_reply(model: Any, tokenizer: Any, hidden: int) -> None:
     vocab = embed.shape[0]
     with torch.no_grad():
         table = torch.randn(vocab, hidden, generator=rng)
-        head = torch.empty_like(table)
-        head[_successors(tokenizer, vocab, rng)] = table * (_MARGIN / hidden)
+        # Rows past the tokenizer's tokens stay zero: no greedy step can pick an id that
+        # has no text.
+        head = torch.zeros_like(table)
+        successors = _successors(tokenizer, tokens, rng)
+        head[successors] = table[:tokens] * (_MARGIN / hidden)
         embed.copy_(table)
         model.get_output_embeddings().weight.copy_(head)
 
