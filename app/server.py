@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import signal
@@ -69,8 +70,11 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        text = TextModel.load(model.path)
-        await engine.start()
+        # The engine process loads the model while this process loads the tokenizer
+        # (transformers' import dominates both): startup is the longer, not the sum.
+        text, _ = await asyncio.gather(
+            asyncio.to_thread(TextModel.load, model.path), engine.start()
+        )
         app.state.ovchat = ServerState(
             settings=settings,
             model_id=settings.served_model_name or model.name,

@@ -40,12 +40,16 @@ def targets(results: list[LevelResult], extras: dict[str, Any]) -> list[tuple[st
         r = _find(results, who, prompt, level)
         return r.output_tok_per_s if r else None
 
+    def decode(who: str) -> float | None:
+        r = _find(results, who, "short", 1)
+        return 1000 / r.tpot_p50_ms if r and r.tpot_p50_ms else None
+
     rows = []
     rows.append(
         (
-            "HTTP single stream / in-process",
+            "single-stream decode tokens/s (1 / TPOT p50), HTTP / in-process",
             ">= 0.95",
-            _ratio(tok("ovchat-genai", 1), tok("in-process", 1)),
+            _ratio(decode("ovchat-genai"), decode("in-process")),
         )
     )
     rows.append(
