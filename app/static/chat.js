@@ -4,6 +4,7 @@
 const $ = (id) => document.getElementById(id);
 const history = [];
 let controller = null;
+let stopped = false;
 let modelId = null;
 
 const keyInput = $("api-key");
@@ -69,6 +70,7 @@ async function send(text) {
   if (system) messages.push({ role: "system", content: system });
   messages.push(...history);
   controller = new AbortController();
+  stopped = false;
   busy(true);
   $("status").textContent = "generating…";
   let answer = "";
@@ -115,7 +117,8 @@ async function send(text) {
     }
     $("status").textContent = "";
   } catch (e) {
-    if (e.name === "AbortError") {
+    // However the abort surfaces (fetch, body stream, decoder), the user asked for it.
+    if (stopped || e.name === "AbortError") {
       $("status").textContent = "stopped";
     } else {
       bubble("error", e.message);
@@ -143,7 +146,11 @@ $("prompt").addEventListener("keydown", (event) => {
     $("composer").requestSubmit();
   }
 });
-$("stop").addEventListener("click", () => controller && controller.abort());
+$("stop").addEventListener("click", () => {
+  if (!controller) return;
+  stopped = true;
+  controller.abort();
+});
 $("clear").addEventListener("click", () => {
   history.length = 0;
   $("log").replaceChildren();
