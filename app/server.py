@@ -70,11 +70,12 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # The engine process loads the model while this process loads the tokenizer
-        # (transformers' import dominates both): startup is the longer, not the sum.
-        text, _ = await asyncio.gather(
-            asyncio.to_thread(TextModel.load, model.path), engine.start()
-        )
+        # An engine with a process of its own loads the model there while this process
+        # loads the tokenizer (transformers' import dominates both). An in-process engine
+        # has loaded in start(): two threads importing transformers at once would race.
+        await engine.start()
+        text = await asyncio.to_thread(TextModel.load, model.path)
+        await engine.wait_ready()
         app.state.ovchat = ServerState(
             settings=settings,
             model_id=settings.served_model_name or model.name,

@@ -367,6 +367,7 @@ def main() -> int:
 
         async def inproc() -> list[LevelResult]:
             await engine.start()
+            await engine.wait_ready()
             try:
                 return await sweep(
                     "in-process", stream, prompt_set, LEVELS, OUT_TOKENS, requests_for

@@ -75,7 +75,13 @@ class Engine(Protocol):
     name: str
     capabilities: frozenset[str]
 
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        """Begin loading the model; an engine that loads elsewhere may return early."""
+        ...
+
+    async def wait_ready(self) -> None:
+        """Return once the model is loaded (raise EngineStartError if it cannot be)."""
+        ...
 
     async def close(self) -> None: ...
 

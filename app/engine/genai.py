@@ -56,10 +56,19 @@ class GenaiEngine:
         self._restarting: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Spawns the engine process and returns while it loads the model, so the server
+        can load its tokenizer meanwhile; wait_ready() waits for the load."""
         self._loop = asyncio.get_running_loop()
-        await self._spawn()
+        self._launch()
+
+    async def wait_ready(self) -> None:
+        await self._attach()
 
     async def _spawn(self) -> None:
+        self._launch()
+        await self._attach()
+
+    def _launch(self) -> None:
         self._inbox = self._ctx.Queue()
         self._outbox = self._ctx.Queue()
         self._process = self._ctx.Process(
@@ -69,6 +78,8 @@ class GenaiEngine:
         logger.info(
             "Engine process %d started; loading %s", self._process.pid, self._config.model_path
         )
+
+    async def _attach(self) -> None:
         first = await asyncio.to_thread(self._await_first_message)
         if first[0] != "ready":
             self._process.join(timeout=5)

@@ -48,6 +48,9 @@ class OptimumEngine:
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
 
+    async def wait_ready(self) -> None:
+        pass  # start() loaded the model in this process
+
     def _load(self) -> None:
         try:
             from optimum.intel import OVModelForCausalLM

@@ -30,6 +30,7 @@ def test_cancel_frees_the_engine(tiny_model_dir: Path, text_model: TextModel) ->
     async def scenario() -> None:
         engine = engine_for(tiny_model_dir)
         await engine.start()
+        await engine.wait_ready()
         try:
             prompt = text_model.encode(text_model.formatter.render([]) + "hi")
             params = SamplingParams(max_new_tokens=3000, temperature=0, ignore_eos=True)

@@ -30,6 +30,9 @@ class FakeEngine:
     async def start(self) -> None:
         pass
 
+    async def wait_ready(self) -> None:
+        pass
+
     async def close(self) -> None:
         self.ready = False
 
