@@ -33,6 +33,16 @@ def event(payload: dict[str, Any]) -> Event:
     return {"data": json.dumps(payload, ensure_ascii=False, separators=(",", ":"))}
 
 
+def check_stream_options(stream: bool | None, options: StreamOptions | None) -> None:
+    if options is not None and not stream:
+        raise ApiError(
+            400,
+            "stream_options is only allowed when stream is true.",
+            param="stream_options",
+            code="invalid_value",
+        )
+
+
 def engine_failure(exc: EngineError) -> ApiError:
     if isinstance(exc, RequestRejected):
         return ApiError(400, f"The engine refused the request: {exc}", code="invalid_request")
@@ -47,20 +57,21 @@ class GenerationCall:
     def __init__(
         self,
         state: ServerState,
+        request: Request,
         jobs: list[tuple[list[int], SamplingParams]],
         stops: list[str],
         prompt_tokens: int,
         stream_options: StreamOptions | None,
-        record: dict[str, Any],
-        ticket: Ticket,
     ) -> None:
+        """Admits the request (429/503 when it cannot be) with one slot per choice."""
+        self.ticket: Ticket = state.admission.admit(len(jobs))
         self.state = state
         self.jobs = jobs
         self.stops = stops
         self.prompt_tokens = prompt_tokens
         self.stream_options = stream_options
-        self.record = record
-        self.ticket = ticket
+        # Read by the access log middleware once the response is over.
+        self.record: dict[str, Any] = request.scope.setdefault("state", {})
         self.id = new_id(self.id_prefix)
         self.created = now()
         self.started = time.monotonic()

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from app.api.calls import GenerationCall, event
+from app.api.calls import GenerationCall, check_stream_options, event
 from app.api.deps import State, engine_ready, served_model
 from app.api.sampling import check_context, check_stops, sampling_params
 from app.chat_format import PromptError, Turn
@@ -80,30 +80,21 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
         logprobs=bool(body.logprobs),
         json_schema=json.dumps(schema) if schema is not None else None,
     )
-    stops = check_stops(state, body.stop_list())
-    ticket = state.admission.admit(len(params))
     call = ChatCall(
         body,
         plan,
         state,
+        request,
         [(prompt_ids, p) for p in params],
-        stops,
+        check_stops(state, body.stop_list()),
         len(prompt_ids),
         body.stream_options,
-        request.scope.setdefault("state", {}),
-        ticket,
     )
     return await call.respond(request, bool(body.stream))
 
 
 def check_shape(body: ChatCompletionRequest, state: ServerState) -> None:
-    if body.stream_options is not None and not body.stream:
-        raise ApiError(
-            400,
-            "stream_options is only allowed when stream is true.",
-            param="stream_options",
-            code="invalid_value",
-        )
+    check_stream_options(body.stream, body.stream_options)
     if body.top_logprobs and not body.logprobs:
         raise ApiError(
             400,

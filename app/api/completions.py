@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from app.api.calls import Event, GenerationCall, event
+from app.api.calls import Event, GenerationCall, check_stream_options, event
 from app.api.chat import ERROR_RESPONSES
 from app.api.deps import State, engine_ready, served_model
 from app.api.sampling import check_context, check_stops, sampling_params
@@ -44,18 +44,15 @@ async def completions(body: CompletionRequest, request: Request, state: State) -
         choices = sampling_params(body, state, budget, logprobs=body.logprobs is not None)
         jobs += [(ids, params) for params in choices]
     texts = [p if isinstance(p, str) else state.text.decode(p) for p in prompts]
-    stops = check_stops(state, body.stop_list())
-    ticket = state.admission.admit(len(jobs))
     call = CompletionCall(
         body,
         texts,
         state,
+        request,
         jobs,
-        stops,
+        check_stops(state, body.stop_list()),
         sum(len(ids) for ids in encoded),
         body.stream_options,
-        request.scope.setdefault("state", {}),
-        ticket,
     )
     return await call.respond(request, bool(body.stream))
 
@@ -86,13 +83,7 @@ def check_shape(body: CompletionRequest) -> None:
             param="echo",
             code="unsupported_parameter",
         )
-    if body.stream_options is not None and not body.stream:
-        raise ApiError(
-            400,
-            "stream_options is only allowed when stream is true.",
-            param="stream_options",
-            code="invalid_value",
-        )
+    check_stream_options(body.stream, body.stream_options)
     if isinstance(body.prompt, list) and not body.prompt:
         raise ApiError(400, "prompt must not be empty.", param="prompt", code="invalid_value")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.queues import Queue
 from typing import Any
 
@@ -38,7 +38,6 @@ class WorkerConfig:
     dynamic_split_fuse: bool
     log_level: str = "INFO"
     log_format: str = "text"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings, model_path: str, device: str) -> WorkerConfig:
