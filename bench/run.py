@@ -279,9 +279,14 @@ def contender_http(
 
 def phi3_shaped(bandwidth: float, logs: Path) -> dict[str, Any]:
     """The real Phi-3-mini sizes with random weights: its speed is Phi-3-mini's."""
-    from app.modelstore import tiny_phi3
+    from app.modelstore import store
 
-    model = tiny_phi3.build(ROOT / "model_store", tiny_phi3.PHI3_MINI)
+    # Built in a process of its own: 3.8 B random parameters must not share memory with
+    # this one's models and buffers.
+    subprocess.run(
+        [sys.executable, "-m", "app", "model", "build", "phi3-shaped"], check=True, cwd=ROOT
+    )
+    model = store.model_dir(ROOT / "model_store", "phi3-shaped")
     weights = (model / "openvino_model.bin").stat().st_size
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -313,6 +318,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip", default="", help="comma-separated contenders to skip")
     parser.add_argument("--phi3", action="store_true", help="also the Phi-3-mini-shaped model")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep the last run's results (bench/results/latest.json), measure only --phi3",
+    )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
 
@@ -339,6 +349,11 @@ def main() -> int:
     print(json.dumps(machine), flush=True)
     results: list[LevelResult] = []
     extras: dict[str, Any] = {"machine": machine}
+    if args.reuse:
+        previous = json.loads((RESULTS / "latest.json").read_text())
+        results = [LevelResult(**r) for r in previous["results"]]
+        extras = previous["extras"]
+        skip |= {"genai", "inprocess", "optimum", "llamacpp"}
 
     if "genai" not in skip:
         port = free_port()
@@ -413,13 +428,16 @@ def main() -> int:
     elif "llamacpp" not in skip:
         extras["llama-cpp-python"] = {"skipped": "not installed: run `make bench-llamacpp`"}
 
-    if args.phi3:
-        extras["phi3-shaped"] = phi3_shaped(bandwidth, logs)
-
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(
         json.dumps({"extras": extras, "results": [asdict(r) for r in results]}, indent=2)
     )
+
+    if args.phi3:
+        extras["phi3-shaped"] = phi3_shaped(extras["machine"]["bandwidth_gbs"], logs)
+        (RESULTS / "latest.json").write_text(
+            json.dumps({"extras": extras, "results": [asdict(r) for r in results]}, indent=2)
+        )
     from bench.report import write_report
 
     write_report(results, extras, DOC, PLOT)
