@@ -132,7 +132,9 @@ def write_report(results: list[LevelResult], extras: dict[str, Any], doc: Path, 
         f"memory read bandwidth {machine['bandwidth_gbs']} GB/s (all cores, numpy, measured in "
         f"the same run). Default model SmolLM2-135M-Instruct int4: "
         f"{machine['weights_mb']} MB of weights read per token, so one stream's decode ceiling "
-        f"is {machine['ceiling_tok_s']} tokens/s.",
+        f"is {machine['ceiling_tok_s']} tokens/s. The bandwidth is a lower bound: numpy "
+        f"reductions are partly compute-bound (the project's reference notes saw ~75 GB/s "
+        f"with another method), so every ceiling here is conservative.",
         "",
         "Workload: streaming chat completions, greedy, exactly 128 output tokens each (eos "
         "ignored: `ignore_eos` for ovchat, a logit_bias banning the eos id for llama.cpp), "
