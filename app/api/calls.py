@@ -110,6 +110,24 @@ class GenerationCall:
             "ttft_ms": "-" if self.first_token_s is None else f"{self.first_token_s * 1000:.1f}",
         }
 
+    def header(self) -> dict[str, Any]:
+        """The fields every response and chunk of this request carries."""
+        return {
+            "id": self.id,
+            "created": self.created,
+            "model": self.state.model_id,
+            "system_fingerprint": self.state.system_fingerprint,
+        }
+
+    def stream_event(self, payload: dict[str, Any], usage: Usage | None) -> Event:
+        """A chunk as sent: OpenAI sends `usage` only to clients that asked for it, and
+        the usage chunk carries the timings when the server reports them."""
+        if not self.include_usage:
+            del payload["usage"]
+        elif usage is not None:
+            self.with_timings(payload)
+        return event(payload)
+
     def with_timings(self, payload: dict[str, Any]) -> dict[str, Any]:
         """llama.cpp's per-request `timings`, when the server is set to report them."""
         if not self.state.settings.response_timings:

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from app.api.calls import GenerationCall, check_stream_options, event
+from app.api.calls import GenerationCall, check_stream_options
 from app.api.deps import State, engine_ready, served_model
 from app.api.sampling import check_context, check_stops, sampling_params
 from app.chat_format import PromptError, Turn
@@ -207,33 +207,14 @@ class ChatCall(GenerationCall):
                     logprobs=self._logprobs(choice.logprobs),
                 )
             )
-        result = ChatCompletion(
-            id=self.id,
-            created=self.created,
-            model=self.state.model_id,
-            system_fingerprint=self.state.system_fingerprint,
-            choices=choices,
-            usage=self.usage(),
-        )
+        result = ChatCompletion(**self.header(), choices=choices, usage=self.usage())
         return JSONResponse(self.with_timings(result.model_dump(mode="json")))
 
     # ------------------------------------------------------------------ streaming
 
     def _chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> dict[str, str]:
-        chunk = ChatCompletionChunk(
-            id=self.id,
-            created=self.created,
-            model=self.state.model_id,
-            system_fingerprint=self.state.system_fingerprint,
-            choices=choices,
-            usage=usage,
-        )
-        payload = chunk.model_dump(mode="json")
-        if not self.include_usage:
-            del payload["usage"]  # OpenAI sends the key only to clients that asked for usage
-        elif usage is not None:
-            self.with_timings(payload)
-        return event(payload)
+        chunk = ChatCompletionChunk(**self.header(), choices=choices, usage=usage)
+        return self.stream_event(chunk.model_dump(mode="json"), usage)
 
     def _delta_chunks(self, index: int, delta: TextDelta) -> list[dict[str, str]]:
         """Tool requests are buffered: whether the reply is a call is known at its end."""

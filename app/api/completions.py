@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from app.api.calls import Event, GenerationCall, check_stream_options, event
+from app.api.calls import Event, GenerationCall, check_stream_options
 from app.api.chat import ERROR_RESPONSES
 from app.api.deps import State, engine_ready, served_model
 from app.api.sampling import check_context, check_stops, sampling_params
@@ -135,14 +135,7 @@ class CompletionCall(GenerationCall):
         )
 
     def _completion(self, choices: list[CompletionChoice], usage: Usage | None) -> Completion:
-        return Completion(
-            id=self.id,
-            created=self.created,
-            model=self.state.model_id,
-            system_fingerprint=self.state.system_fingerprint,
-            choices=choices,
-            usage=usage,
-        )
+        return Completion(**self.header(), choices=choices, usage=usage)
 
     async def complete(self) -> Response:
         texts = [self._echo(i) for i in range(len(self.jobs))]
@@ -166,12 +159,7 @@ class CompletionCall(GenerationCall):
         return JSONResponse(self.with_timings(payload))
 
     def _chunk(self, choices: list[CompletionChoice], usage: Usage | None = None) -> Event:
-        payload = self._completion(choices, usage).model_dump(mode="json")
-        if not self.include_usage:
-            del payload["usage"]
-        elif usage is not None:
-            self.with_timings(payload)
-        return event(payload)
+        return self.stream_event(self._completion(choices, usage).model_dump(mode="json"), usage)
 
     def stream(self) -> AsyncIterator[Event]:
         offsets = [len(self._echo(i)) for i in range(len(self.jobs))]
