@@ -131,12 +131,20 @@ class IncrementalDecoder:
 
     def __init__(self, tokenizer: Any) -> None:
         self._tokenizer = tokenizer
+        # Fast tokenizers: their Rust decoder, called directly, is what decode() runs
+        # after several layers of Python argument handling that cost more than the
+        # decoding itself at two calls per token.
+        self._backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._clean_up = bool(getattr(tokenizer, "clean_up_tokenization_spaces", False))
         self._ids: list[int] = []
         self._prefix = 0
         self._read = 0
 
     def _decode(self, ids: list[int]) -> str:
-        return str(self._tokenizer.decode(ids, skip_special_tokens=True))
+        if self._backend is None:
+            return str(self._tokenizer.decode(ids, skip_special_tokens=True))
+        text = str(self._backend.decode(ids, skip_special_tokens=True))
+        return str(self._tokenizer.clean_up_tokenization(text)) if self._clean_up else text
 
     def push(self, token_ids: tuple[int, ...] | list[int]) -> str:
         self._ids.extend(token_ids)

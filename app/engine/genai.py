@@ -7,8 +7,6 @@ import contextlib
 import itertools
 import logging
 import multiprocessing as mp
-import queue
-import threading
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
@@ -41,9 +39,9 @@ class GenaiEngine:
         self._config = config
         self._ctx = mp.get_context("spawn")  # fork would copy the server's threads and loop
         self._inbox: Any = None
-        self._outbox: Any = None
+        self._outbox: Any = None  # read end of the engine's pipe
         self._process: Any = None
-        self._reader: threading.Thread | None = None
+        self._watching = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._streams: dict[int, asyncio.Queue[TokenDelta | EngineError]] = {}
         self._ids = itertools.count(1)
@@ -70,11 +68,12 @@ class GenaiEngine:
 
     def _launch(self) -> None:
         self._inbox = self._ctx.Queue()
-        self._outbox = self._ctx.Queue()
+        self._outbox, writer = self._ctx.Pipe(duplex=False)
         self._process = self._ctx.Process(
-            target=run, args=(self._config, self._inbox, self._outbox), name="ovchat-engine"
+            target=run, args=(self._config, self._inbox, writer), name="ovchat-engine"
         )
         self._process.start()
+        writer.close()  # the engine holds the only write end: its death reads as EOF here
         logger.info(
             "Engine process %d started; loading %s", self._process.pid, self._config.model_path
         )
@@ -85,19 +84,22 @@ class GenaiEngine:
             self._process.join(timeout=5)
             raise EngineStartError(f"the engine could not load the model: {first[1]}")
         self._ready = True
-        self._reader = threading.Thread(target=self._read_loop, name="engine-reader", daemon=True)
-        self._reader.start()
+        assert self._loop is not None
+        self._loop.add_reader(self._outbox.fileno(), self._on_readable)
+        self._watching = True
 
     def _await_first_message(self) -> tuple[Any, ...]:
         waited = 0.0
         while waited < _STARTUP_TIMEOUT_S:
             try:
-                message: tuple[Any, ...] = self._outbox.get(timeout=_POLL_S)
-                return message
-            except queue.Empty:
-                waited += _POLL_S
-                if not self._process.is_alive():
-                    return ("failed", f"engine process exited with code {self._process.exitcode}")
+                if self._outbox.poll(_POLL_S):
+                    message: tuple[Any, ...] = self._outbox.recv()[0]
+                    return message
+            except (EOFError, OSError):
+                pass
+            waited += _POLL_S
+            if not self._process.is_alive():
+                return ("failed", f"engine process exited with code {self._process.exitcode}")
         return ("failed", f"no answer from the engine process in {_STARTUP_TIMEOUT_S:.0f} s")
 
     def running(self) -> int:
@@ -117,42 +119,37 @@ class GenaiEngine:
         self._ready = False
         if self._process is None:
             return
+        self._unwatch()
         with contextlib.suppress(Exception):
             self._inbox.put(("stop",))
         await asyncio.to_thread(self._process.join, 10)
         if self._process.is_alive():
             self._process.terminate()
             await asyncio.to_thread(self._process.join, 5)
-        if self._reader is not None:
-            await asyncio.to_thread(self._reader.join, 2)
         logger.info("Engine process stopped")
 
-    # ------------------------------------------------------------------ reader thread
+    # ------------------------------------------------------------------ engine output
 
-    def _read_loop(self) -> None:
-        """Moves engine output onto the event loop. It blocks in Queue.get, which releases
-        the GIL, so it costs the server nothing while the engine computes."""
-        while not self._closing:
-            try:
-                message = self._outbox.get(timeout=_POLL_S)
-            except queue.Empty:
-                if not self._process.is_alive():
-                    self._on_engine_gone()
-                    return
-                continue
-            except (EOFError, OSError):
-                self._on_engine_gone()
-                return
-            assert self._loop is not None
-            self._loop.call_soon_threadsafe(self._dispatch, message)
+    def _on_readable(self) -> None:
+        """Engine output, read on the event loop when the pipe has some: no reader thread,
+        so no thread switch and no cross-thread wake-up per step. The engine writes each
+        message whole in one send, so recv() never waits on a half-written one for long."""
+        try:
+            # One batch per call: the loop calls again while the pipe stays readable, and
+            # skipping a poll() per call saves a system call per step.
+            for message in self._outbox.recv():
+                self._dispatch(message)
+        except (EOFError, OSError):
+            self._unwatch()
+            if not self._closing:
+                self._ready = False
+                logger.error("%s (pid %s)", _ENGINE_GONE, self._process.pid)
+                self._engine_died()
 
-    def _on_engine_gone(self) -> None:
-        if self._closing:
-            return
-        self._ready = False
-        logger.error("%s (exit code %s)", _ENGINE_GONE, self._process.exitcode)
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._engine_died)
+    def _unwatch(self) -> None:
+        if self._watching and self._loop is not None:
+            self._loop.remove_reader(self._outbox.fileno())
+            self._watching = False
 
     def _engine_died(self) -> None:
         """Every request in flight fails now (503 or an error event), then a new engine

@@ -3,7 +3,10 @@
 ContinuousBatchingPipeline.step(), add_request() and read() hold the GIL for the whole
 step, so they run here, in a process of their own, never in a thread of the server: the
 server's event loop stays free while this loop batches every request in flight into the
-same steps. Messages in and out are plain tuples through multiprocessing queues."""
+same steps. Requests come in through a multiprocessing queue; everything one loop turn
+produces goes out as one list through a pipe, written by this loop itself: a queue's feeder
+thread would need the GIL that step() holds, so each step's tokens would leave a step late,
+and the server reads the pipe from its event loop with no thread of its own."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import logging
 import queue
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from multiprocessing.queues import Queue
 from typing import Any
 
@@ -20,7 +24,7 @@ from app.settings import Settings
 logger = logging.getLogger("app.engine.worker")
 
 # Inbox messages:  ("add", rid, prompt_ids, SamplingParams) | ("cancel", rid) | ("stop",)
-# Outbox messages: ("ready", info) | ("failed", message)
+# Out (a list per loop turn): ("ready", info) | ("failed", message)
 #                  | ("tokens", [(rid, token_ids, logprobs, finish_or_None), ...],
 #                               (step_seconds, requests, scheduled_requests, cache_usage_pct))
 #                  | ("error", rid, message) | ("rejected", rid, message) | ("running", count)
@@ -100,7 +104,7 @@ def _finish_name(reason: Any) -> str | None:
     return {"STOP": "stop", "LENGTH": "length"}.get(name)
 
 
-def run(cfg: WorkerConfig, inbox: Queue[Any], outbox: Queue[Any]) -> None:
+def run(cfg: WorkerConfig, inbox: Queue[Any], out: Connection) -> None:
     from app.logs import configure
 
     configure(cfg.log_level, cfg.log_format)
@@ -120,13 +124,22 @@ def run(cfg: WorkerConfig, inbox: Queue[Any], outbox: Queue[Any]) -> None:
             time.monotonic() - started,
         )
     except Exception as exc:  # reported to the server, which refuses to start
-        outbox.put(("failed", f"{type(exc).__name__}: {exc}"))
+        out.send([("failed", f"{type(exc).__name__}: {exc}")])
         return
-    outbox.put(("ready", {"device": cfg.device}))
+    out.send([("ready", {"device": cfg.device})])
 
     handles: dict[int, Any] = {}
+    with_logprobs: set[int] = set()  # genai reports them always; only these asked
+    outbox: list[tuple[Any, ...]] = []
+
+    def flush() -> None:
+        if outbox:
+            out.send(outbox)
+            outbox.clear()
+
     while True:
         try:
+            flush()
             # Idle: block for work. Busy: take whatever arrived since the last step.
             messages = [inbox.get()] if not handles else []
             while True:
@@ -134,7 +147,7 @@ def run(cfg: WorkerConfig, inbox: Queue[Any], outbox: Queue[Any]) -> None:
                     messages.append(inbox.get_nowait())
                 except queue.Empty:
                     break
-        except (EOFError, OSError):
+        except (EOFError, OSError):  # BrokenPipeError included
             return  # the server is gone
         for message in messages:
             kind = message[0]
@@ -147,23 +160,28 @@ def run(cfg: WorkerConfig, inbox: Queue[Any], outbox: Queue[Any]) -> None:
                 try:
                     tensor = ov.Tensor(np.asarray([prompt_ids], dtype=np.int64))
                     handles[rid] = pipe.add_request(rid, tensor, generation_config(params))
+                    if params.logprobs:
+                        with_logprobs.add(rid)
                 except Exception as exc:  # invalid generation config, prompt too long, ...
-                    outbox.put(("rejected", rid, str(exc).strip().splitlines()[-1]))
+                    outbox.append(("rejected", rid, str(exc).strip().splitlines()[-1]))
             elif kind == "cancel":
                 handle = handles.pop(message[1], None)
+                with_logprobs.discard(message[1])
                 if handle is not None:
                     handle.cancel()
         if messages:
-            outbox.put(("running", len(handles)))
+            outbox.append(("running", len(handles)))
         if not handles:
             continue
+        flush()  # refusals and counts go out now, not after a step that may be long
         try:
             step_started = time.perf_counter()
             pipe.step()
             step_s = time.perf_counter() - step_started
         except Exception as exc:
             for rid in handles:
-                outbox.put(("error", rid, f"engine step failed: {exc}"))
+                outbox.append(("error", rid, f"engine step failed: {exc}"))
+            flush()
             raise
         events = []
         for rid, handle in list(handles.items()):
@@ -173,21 +191,24 @@ def run(cfg: WorkerConfig, inbox: Queue[Any], outbox: Queue[Any]) -> None:
             if handle.can_read():
                 for output in handle.read().values():
                     tokens.extend(output.generated_ids)
-                    logprobs.extend(output.generated_log_probs)
+                    if rid in with_logprobs:
+                        logprobs.extend(output.generated_log_probs)
                     finish = _finish_name(output.finish_reason) or finish
             status = handle.get_status().name
             if status == "IGNORED":  # the scheduler could never fit it (KV cache too small)
                 del handles[rid]
-                outbox.put(("error", rid, "request does not fit in the KV cache"))
+                with_logprobs.discard(rid)
+                outbox.append(("error", rid, "request does not fit in the KV cache"))
                 continue
             if status != "RUNNING":
                 del handles[rid]
+                with_logprobs.discard(rid)
                 finish = finish or "length"
             if tokens or finish:
                 events.append((rid, tokens, logprobs, finish))
         if events:
             metrics = pipe.get_metrics()
             stats = (step_s, metrics.requests, metrics.scheduled_requests, metrics.cache_usage)
-            outbox.put(("tokens", events, stats))
+            outbox.append(("tokens", events, stats))
             if not handles:
-                outbox.put(("running", 0))
+                outbox.append(("running", 0))

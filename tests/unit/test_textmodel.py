@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from app.textmodel import TextModel
@@ -34,3 +36,13 @@ def test_tiny_phi3_facts(text_model: TextModel) -> None:
     assert text_model.context_length == 4096
     names = ["<|endoftext|>", "<|assistant|>", "<|end|>"]
     assert text_model.eos_token_ids == frozenset(text_model.tokenizer.convert_tokens_to_ids(names))
+
+
+def test_window_decoding_equals_the_tokenizers_own_decode(text_model: TextModel) -> None:
+    # The decoder calls the Rust backend directly; any id window must read exactly as
+    # transformers' decode() reads it, special and byte-fallback tokens included.
+    rng = random.Random(7)
+    decoder = text_model.decoder()
+    for _ in range(500):
+        ids = [rng.randrange(text_model.vocab_size) for _ in range(rng.randrange(1, 6))]
+        assert decoder._decode(ids) == text_model.decode(ids)
