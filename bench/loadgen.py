@@ -117,7 +117,7 @@ async def run_level(
     max_tokens: int,
 ) -> LevelResult:
     timelines: list[Timeline] = []
-    counts: list[int] = []
+    counts: list[int] = []  # tokens per request, as reported (a chunk may carry several)
     errors: dict[str, int] = {}
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(requests):
@@ -141,7 +141,13 @@ async def run_level(
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     duration = time.perf_counter() - started
     ttft = [t[0] * 1000 for t in timelines if t]
-    tpot = [(t[-1] - t[0]) / (len(t) - 1) * 1000 for t in timelines if len(t) > 1]
+    # Per token, not per chunk: a detokenizer holds back partial UTF-8 and sends two
+    # tokens in one chunk, which a chunk count would bill as one slow token.
+    tpot = [
+        (t[-1] - t[0]) / (max(len(t), n) - 1) * 1000
+        for t, n in zip(timelines, counts, strict=True)
+        if len(t) > 1
+    ]
     itl = [(b - a) * 1000 for t in timelines for a, b in itertools.pairwise(t)]
     return LevelResult(
         contender=contender,
