@@ -17,7 +17,7 @@ from app import __version__, errors, openapi
 from app.admission import Admission
 from app.api import chat, completions, health, models, page, tokenize
 from app.api import metrics as metrics_api
-from app.engine.base import Engine
+from app.engine.base import Engine, EngineStartError
 from app.metrics import Metrics
 from app.middleware import (
     AccessLogMiddleware,
@@ -29,7 +29,7 @@ from app.modelstore import store
 from app.protocol import now
 from app.settings import Settings
 from app.state import ServerState
-from app.textmodel import TextModel
+from app.textmodel import TextModel, context_length_of
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,20 @@ def build_engine(settings: Settings, model: store.ResolvedModel) -> Engine:
     return GenaiEngine(WorkerConfig.from_settings(settings, str(model.path), device))
 
 
+def check_scheduler(settings: Settings, model: store.ResolvedModel) -> None:
+    """Without split-fuse, genai schedules a prompt whole in one step: one longer than the
+    step budget kills the engine process mid-step, so such a pairing may not start."""
+    if settings.engine != "genai" or settings.dynamic_split_fuse:
+        return
+    context = context_length_of(model.path)
+    if settings.max_num_batched_tokens < context:
+        raise EngineStartError(
+            f"--no-dynamic-split-fuse needs --max-num-batched-tokens >= the model's context "
+            f"length ({context}), not {settings.max_num_batched_tokens}: without chunked "
+            f"prefill a prompt must fit in one step"
+        )
+
+
 def _fingerprint(model: store.ResolvedModel, engine: str) -> str:
     seed = f"{__version__}|{engine}|{model.path}".encode()
     manifest = model.path / store.MANIFEST
@@ -63,6 +77,7 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
     binds; the model itself is loaded in the lifespan, once."""
     model = store.resolve(settings.model, settings.model_store)
     logger.info("Serving %s from %s (%s)", model.name, model.path, model.reason)
+    check_scheduler(settings, model)
     engine = engine_factory(settings, model)
     metrics = Metrics()
     metrics.watch_engine(engine.stats)

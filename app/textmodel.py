@@ -41,6 +41,11 @@ def _context_length(config: dict[str, Any], tokenizer: Any) -> int:
     return int(limit) if isinstance(limit, int) and limit < 10**7 else 2048
 
 
+def context_length_of(folder: Path) -> int:
+    """The context length from the model's config alone (no tokenizer load)."""
+    return _context_length(json.loads((folder / "config.json").read_text()), None)
+
+
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 
