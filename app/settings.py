@@ -97,9 +97,16 @@ class Settings(BaseSettings):
         description="Token budget of one genai step; with split-fuse, long prompts are "
         "prefilled in chunks of this size so running streams keep decoding.",
     )
-    kv_cache_gb: float = Field(1.0, gt=0, description="KV cache size of the genai engine, in GB.")
-    kv_cache_precision: Literal["auto", "u8", "f16", "bf16", "f32"] = Field(
-        "auto", description="KV cache element type (auto: the plugin's default)."
+    kv_cache_gb: int = Field(
+        1,
+        ge=1,
+        description="KV cache capacity of the genai engine in GiB (whole GiB, as openvino-"
+        "genai takes it); blocks are allocated as they fill, up to this cap. Per token: "
+        "layers x 2 x kv_heads x head_dim x element size (Phi-3-mini: 96 KiB at u4, 192 KiB "
+        "at u8).",
+    )
+    kv_cache_precision: Literal["auto", "u4", "u8", "f16", "bf16", "f32"] = Field(
+        "auto", description="KV cache element type (auto: the plugin's default, u8 on CPU)."
     )
     enable_prefix_caching: bool = Field(
         True, description="Reuse KV cache blocks of prompts that share a prefix."

@@ -37,7 +37,7 @@ class WorkerConfig:
     properties: dict[str, str]
     max_num_seqs: int
     max_num_batched_tokens: int
-    kv_cache_gb: float
+    kv_cache_gb: int
     enable_prefix_caching: bool
     dynamic_split_fuse: bool
     log_level: str = "INFO"
@@ -93,7 +93,7 @@ def scheduler_config(cfg: WorkerConfig) -> Any:
     sched = ov_genai.SchedulerConfig()
     sched.max_num_seqs = cfg.max_num_seqs
     sched.max_num_batched_tokens = cfg.max_num_batched_tokens
-    sched.cache_size = max(1, round(cfg.kv_cache_gb))
+    sched.cache_size = cfg.kv_cache_gb
     sched.enable_prefix_caching = cfg.enable_prefix_caching
     sched.dynamic_split_fuse = cfg.dynamic_split_fuse
     return sched

@@ -4,6 +4,7 @@ import argparse
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from app.cli import add_settings_flags, parser, settings_from
 from app.settings import Settings
@@ -27,11 +28,11 @@ def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_flag_types() -> None:
     args = parser().parse_args(
-        ["serve", "--no-enable-prefix-caching", "--kv-cache-gb", "2.5", "--model-store", "/x"]
+        ["serve", "--no-enable-prefix-caching", "--kv-cache-gb", "3", "--model-store", "/x"]
     )
     settings = settings_from(args)
     assert settings.enable_prefix_caching is False
-    assert settings.kv_cache_gb == 2.5
+    assert settings.kv_cache_gb == 3
     assert settings.model_store == Path("/x")
 
 
@@ -56,3 +57,10 @@ def test_configuration_doc_is_generated_from_settings() -> None:
     assert OUTPUT.read_text() == render(), "docs/CONFIGURATION.md is stale: run `make docs`"
     for name in Settings.model_fields:
         assert f"`OVCHAT_{name.upper()}`" in OUTPUT.read_text()
+
+
+def test_fractional_kv_cache_size_is_refused_not_rounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    # openvino-genai takes whole GiB; 1.5 silently becoming 1 or 2 would misstate memory.
+    monkeypatch.setenv("OVCHAT_KV_CACHE_GB", "1.5")
+    with pytest.raises(ValidationError, match="kv_cache_gb"):
+        Settings()
