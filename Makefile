@@ -78,10 +78,13 @@ bench: model
 soak: model
 	$(BIN)/python bench/soak.py $(ARGS)
 
-# llama-cpp-python's OpenAI server, built from source (PyPI sdist), in its own venv.
+# The llama.cpp contenders, built from source (PyPI sdist) in their own venv: llama-cpp-
+# python's OpenAI server and llama.cpp's own C++ server from the same sources (~12 min).
+LLAMACPP_VERSION := 0.3.36
 bench-llamacpp:
 	test -x .venv-llamacpp/bin/python || $(PYTHON) -m venv .venv-llamacpp
-	.venv-llamacpp/bin/python -m pip install -q "llama-cpp-python[server]"
+	.venv-llamacpp/bin/python -m pip install -q "llama-cpp-python[server]==$(LLAMACPP_VERSION)"
+	bash bench/build-llama-server.sh $(LLAMACPP_VERSION) .venv-llamacpp
 
 docs: install
 	$(BIN)/python -m app.configdoc

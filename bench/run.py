@@ -1,7 +1,8 @@
 """`make bench`: every contender on the same workloads in one run, then docs/BENCHMARKS.md
 and docs/benchmarks.png. Contenders: ovchat genai over HTTP, the same engine in-process
-(no HTTP), ovchat optimum (the cookbook sample's approach), and llama-cpp-python's server
-on the GGUF the default model is made from (when installed: `make bench-llamacpp`)."""
+(no HTTP), ovchat optimum (the cookbook sample's approach), and, on the GGUF the default
+model is made from, llama-cpp-python's server and llama.cpp's own C++ server (when built:
+`make bench-llamacpp`)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.loadgen import LevelResult, StreamFn, http_stream, sweep  # noqa: E402
+from bench.loadgen import LevelResult, StreamFn, http_stream, run_level, sweep  # noqa: E402
 
 LEVELS = [1, 2, 4, 8, 16, 32]
 OUT_TOKENS = 128
@@ -277,21 +278,94 @@ async def long_prompt_probe(url: str, tokenizer: Any) -> dict[str, float]:
                 out.append((now - last) * 1000)
             last = now
 
-    async def run(with_long: bool) -> float:
+    async def run(with_long: bool) -> tuple[float, float]:
         gaps: list[float] = []
         tasks = [asyncio.create_task(decode(gaps)) for _ in range(8)]
+        ttft = float("nan")
         if with_long:
             await asyncio.sleep(1.0)
-            async for _ in stream(long_prompt, 4):
-                pass
+            started = time.perf_counter()
+            async for n in stream(long_prompt, 4):
+                if n > 0 and ttft != ttft:
+                    ttft = (time.perf_counter() - started) * 1000
         await asyncio.gather(*tasks)
         from bench.loadgen import percentile
 
-        return percentile(gaps, 99)
+        return percentile(gaps, 99), ttft
 
-    base = await run(False)
-    loaded = await run(True)
-    return {"itl_p99_ms": base, "itl_p99_with_long_prompt_ms": loaded, "ratio": loaded / base}
+    base, _ = await run(False)
+    loaded, ttft = await run(True)
+    return {
+        "itl_p99_ms": base,
+        "itl_p99_with_long_prompt_ms": loaded,
+        "ratio": loaded / base,
+        "long_prompt_ttft_ms": ttft,
+    }
+
+
+# Each engine setting that has a default to justify, one at a time against the defaults.
+SWEEP: list[tuple[str, list[str]]] = [
+    ("defaults", []),
+    ("max_num_batched_tokens 16", ["--max-num-batched-tokens", "16"]),
+    ("max_num_batched_tokens 32", ["--max-num-batched-tokens", "32"]),
+    ("max_num_batched_tokens 64", ["--max-num-batched-tokens", "64"]),
+    ("max_num_batched_tokens 256", ["--max-num-batched-tokens", "256"]),
+    ("max_num_batched_tokens 128", ["--max-num-batched-tokens", "128"]),
+    # Without split-fuse a prompt must fit in one step: the budget is the context.
+    ("dynamic_split_fuse off", ["--no-dynamic-split-fuse", "--max-num-batched-tokens", "8192"]),
+    ("kv_cache_precision u4", ["--kv-cache-precision", "u4"]),
+    ("kv_cache_precision f16", ["--kv-cache-precision", "f16"]),
+    ("inference_threads 1", ["--inference-threads", "1"]),
+    ("performance_hint THROUGHPUT", ["--performance-hint", "THROUGHPUT"]),
+]
+
+
+def settings_sweep(
+    model: Path, prompt_set: dict[str, str], tokenizer: Any, logs: Path
+) -> list[dict[str, Any]]:
+    """Single-stream decode, aggregate at 8 streams (short and long prompts), and the
+    long-prompt stall probe for each variant: the evidence behind the defaults."""
+    rows = []
+    for name, flags in SWEEP:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        with server(ovchat_cmd(model, port, *flags), f"{url}/health", logs / "sweep.log"):
+            row = asyncio.run(_sweep_variant(name, url, prompt_set, tokenizer))
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+async def _sweep_variant(
+    name: str, url: str, prompt_set: dict[str, str], tokenizer: Any
+) -> dict[str, Any]:
+    stream = http_stream(url, "bench")
+    async for _ in stream("warm up", 8):
+        pass
+    short, long = prompt_set["short"], prompt_set["long"]
+    one = await run_level(name, stream, "short", short, 1, 8, OUT_TOKENS)
+    eight = await run_level(name, stream, "short", short, 8, 8, OUT_TOKENS)
+    eight_long = await run_level(name, stream, "long", long, 8, 8, OUT_TOKENS)
+    stall = await long_prompt_probe(url, tokenizer)
+    # The same size of prompt with nothing else running (and nothing cached for it).
+    alone = "Condense this: "
+    while len(tokenizer.encode(alone)) < 3000:
+        alone += SENTENCE
+    started = time.perf_counter()
+    alone_ttft = float("nan")
+    async for n in stream(alone, 4):
+        if n > 0 and alone_ttft != alone_ttft:
+            alone_ttft = (time.perf_counter() - started) * 1000
+    return {
+        "variant": name,
+        "decode_tok_s": 1000 / one.tpot_p50_ms,
+        "c8_tok_s": eight.output_tok_per_s,
+        "c8_long_tok_s": eight_long.output_tok_per_s,
+        "stall_ratio": stall["ratio"],
+        "long_prompt_ttft_ms": stall["long_prompt_ttft_ms"],
+        "alone_ttft_ms": alone_ttft,
+        "failed": one.errors + eight.errors + eight_long.errors,
+    }
 
 
 def contender_http(
@@ -352,6 +426,76 @@ def phi3_shaped(bandwidth: float, logs: Path) -> dict[str, Any]:
         "ready_s": ready_s,
         "peak_rss_mb": peak / 1e6,
         "levels": [asdict(r) for r in results],
+        "contexts": full_contexts_probe(model, logs),
+    }
+
+
+# What a 6 GB Phi-3-mini server holds: ~2.7 GB of weights leave room for a 2 GiB KV cache,
+# which at u8 (224 KiB a token, see bench/kvbytes.py) is 9344 tokens: 8 streams of 1024.
+CONTEXTS = 8
+CONTEXT_TOKENS = 1024
+CONTEXT_FLAGS = ("--kv-cache-gb", "2", "--max-num-seqs", "8")
+
+
+def kv_bytes(model: Path) -> dict[str, float]:
+    """KiB of KV cache per token at each precision, as openvino-genai accounts them."""
+    out = subprocess.run(
+        [sys.executable, "bench/kvbytes.py", str(model), "u8", "u4", "f16"],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def full_contexts_probe(model: Path, logs: Path) -> dict[str, Any]:
+    """Peak RSS (server + engine) while 8 requests hold 1024-token contexts at once:
+    distinct prompts (no shared prefix blocks), then 128 generated tokens each."""
+    from app.textmodel import TextModel
+
+    text = TextModel.load(model)
+    answer = 128
+    prompts = []
+    for i in range(CONTEXTS):
+        prompt = f"Story number {i}. "
+        # Room for the chat template's few tokens around the prompt.
+        while len(text.encode(prompt + SENTENCE)) < CONTEXT_TOKENS - answer - 24:
+            prompt += SENTENCE
+        prompts.append(prompt)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = ovchat_cmd(model, port, *CONTEXT_FLAGS)
+    with server(cmd, f"{url}/health", logs / "phi3-contexts.log") as (_, pid):
+        rss = RssSampler(pid)
+        stream = http_stream(url, "bench")
+
+        async def one(prompt: str) -> int:
+            count = 0
+            async for n in stream(prompt, answer):
+                count = -n if n < 0 else count
+            return count
+
+        async def everyone() -> tuple[list[int], int]:
+            async with httpx.AsyncClient() as client:
+                body = {"model": "bench", "messages": [{"role": "user", "content": prompts[0]}]}
+                r = await client.post(f"{url}/tokenize", json=body)
+                prompt_tokens = int(r.json()["count"])
+            return list(await asyncio.gather(*(one(p) for p in prompts))), prompt_tokens
+
+        started = time.monotonic()
+        counts, prompt_tokens = asyncio.run(everyone())
+        duration = time.monotonic() - started
+        peak = rss.stop()
+    return {
+        "flags": " ".join(CONTEXT_FLAGS),
+        "contexts": CONTEXTS,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": counts,
+        "duration_s": duration,
+        "peak_rss_mb": peak / 1e6,
+        "kv_kib_per_token": kv_bytes(model),
     }
 
 
@@ -359,6 +503,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip", default="", help="comma-separated contenders to skip")
     parser.add_argument("--phi3", action="store_true", help="also the Phi-3-mini-shaped model")
+    parser.add_argument(
+        "--sweep", action="store_true", help="also the engine settings sweep (~6 min)"
+    )
     parser.add_argument(
         "--reuse",
         action="store_true",
@@ -394,7 +541,7 @@ def main() -> int:
         previous = json.loads((RESULTS / "latest.json").read_text())
         results = [LevelResult(**r) for r in previous["results"]]
         extras = previous["extras"]
-        skip |= {"genai", "inprocess", "optimum", "llamacpp"}
+        skip |= {"genai", "inprocess", "optimum", "llamacpp", "llama-server"}
 
     if "genai" not in skip:
         port = free_port()
@@ -439,16 +586,18 @@ def main() -> int:
         res, info = contender_http("ovchat-optimum", cmd, url, prompt_set, None, logs)
         results += res
         extras["ovchat-optimum"] = info
-    llama = ROOT / ".venv-llamacpp" / "bin" / "python"
-    if "llamacpp" not in skip and llama.exists():
+    llama_bin = ROOT / ".venv-llamacpp" / "bin"
+    gguf = str(smollm2.gguf_path())
+    cores = str(os.cpu_count())
+    if "llamacpp" not in skip and (llama_bin / "python").exists():
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         cmd = [
-            str(llama),
+            str(llama_bin / "python"),
             "-m",
             "llama_cpp.server",
             "--model",
-            str(smollm2.gguf_path()),
+            gguf,
             "--port",
             str(port),
             "--host",
@@ -456,11 +605,11 @@ def main() -> int:
             "--n_ctx",
             "4096",
             "--n_threads",
-            str(os.cpu_count()),
+            cores,
             "--model_alias",
             "bench",
         ]
-        # llama.cpp has no ignore_eos in its OpenAI layer: ban SmolLM2's eos id instead.
+        # llama-cpp-python has no ignore_eos in its OpenAI layer: ban SmolLM2's eos id.
         res, info = contender_http(
             "llama-cpp-python", cmd, url, prompt_set, {"logit_bias": {"2": -100}}, logs
         )
@@ -468,12 +617,47 @@ def main() -> int:
         extras["llama-cpp-python"] = info
     elif "llamacpp" not in skip:
         extras["llama-cpp-python"] = {"skipped": "not installed: run `make bench-llamacpp`"}
+    if "llama-server" not in skip and (llama_bin / "llama-server").exists():
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        top = max(LEVELS)
+        cmd = [
+            str(llama_bin / "llama-server"),
+            "--model",
+            gguf,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--alias",
+            "bench",
+            "--threads",
+            cores,
+            "--threads-batch",
+            cores,
+            # One slot per stream of the busiest level (continuous batching across
+            # slots), each with room for the long prompt and the answer.
+            "--parallel",
+            str(top),
+            "--ctx-size",
+            str(top * 1536),
+        ]
+        res, info = contender_http("llama-server", cmd, url, prompt_set, {"ignore_eos": True}, logs)
+        results += res
+        extras["llama-server"] = info
+    elif "llama-server" not in skip:
+        extras["llama-server"] = {"skipped": "not built: run `make bench-llamacpp`"}
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(
         json.dumps({"extras": extras, "results": [asdict(r) for r in results]}, indent=2)
     )
 
+    if args.sweep:
+        extras["sweep"] = settings_sweep(model, prompt_set, text.tokenizer, logs)
+        (RESULTS / "latest.json").write_text(
+            json.dumps({"extras": extras, "results": [asdict(r) for r in results]}, indent=2)
+        )
     if args.phi3:
         extras["phi3-shaped"] = phi3_shaped(extras["machine"]["bandwidth_gbs"], logs)
         (RESULTS / "latest.json").write_text(
