@@ -51,9 +51,19 @@ def build_engine(settings: Settings, model: store.ResolvedModel) -> Engine:
 
 
 def check_scheduler(settings: Settings, model: store.ResolvedModel) -> None:
-    """Without split-fuse, genai schedules a prompt whole in one step: one longer than the
-    step budget kills the engine process mid-step, so such a pairing may not start."""
-    if settings.engine != "genai" or settings.dynamic_split_fuse:
+    """Scheduler settings that genai accepts but cannot honour refuse to start (as vLLM
+    refuses them): a step budget below max_num_seqs would leave running sequences without
+    a token in some steps, and without split-fuse a prompt longer than the budget kills the
+    engine process mid-step."""
+    if settings.engine != "genai":
+        return
+    if settings.max_num_batched_tokens < settings.max_num_seqs:
+        raise EngineStartError(
+            f"--max-num-batched-tokens ({settings.max_num_batched_tokens}) must be at least "
+            f"--max-num-seqs ({settings.max_num_seqs}): every running sequence needs its "
+            f"token in each step"
+        )
+    if settings.dynamic_split_fuse:
         return
     context = context_length_of(model.path)
     if settings.max_num_batched_tokens < context:

@@ -25,6 +25,12 @@ def test_prompts_longer_than_a_step_without_split_fuse_refuse_to_start(
         create_app(settings, engine_factory=_never)
 
 
+def test_a_step_budget_below_max_num_seqs_refuses_to_start(tiny_model_dir: Path) -> None:
+    settings = Settings(model=str(tiny_model_dir), max_num_seqs=32, max_num_batched_tokens=16)
+    with pytest.raises(EngineStartError, match=r"\(16\) must be at least --max-num-seqs \(32\)"):
+        create_app(settings, engine_factory=_never)
+
+
 def test_a_step_budget_that_holds_the_context_may_go_without_split_fuse(
     tiny_model_dir: Path,
 ) -> None:
