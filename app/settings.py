@@ -100,20 +100,23 @@ class Settings(BaseSettings):
         ge=1,
         description="Token budget of one genai step: the running sequences' next tokens, "
         "then a chunk of a waiting prompt. Small keeps streams smooth while a long prompt "
-        "prefills (docs/BENCHMARKS.md: 3000-token prompt, ITL p99 x1.3 at 16, x4.5 at 32, "
-        "x21 at 256) at the cost of slower prefill (that prompt alone: 5.6 s at 16, 3.5 s at "
-        "256); raise both to 256/32 for long-prompt, throughput-first work.",
+        "prefills (docs/BENCHMARKS.md, sweep: a 3000-token prompt raises 8 streams' ITL p99 "
+        "about x1.5 at 16, x4 at 32, x20 at 256) at the cost of prefill speed (that prompt "
+        "alone: about 6 s at 16, 3.5 s at 256); raise both to 256/32 for long-prompt, "
+        "throughput-first work.",
     )
     kv_cache_gb: int = Field(
         1,
         ge=1,
         description="KV cache capacity of the genai engine in GiB (whole GiB, as openvino-"
-        "genai takes it); blocks are allocated as they fill, up to this cap. Per token: "
-        "layers x 2 x kv_heads x head_dim x element size (Phi-3-mini: 96 KiB at u4, 192 KiB "
-        "at u8).",
+        "genai takes it); blocks are allocated as they fill, up to this cap. A token takes "
+        "13.4 KiB for the default model and 224 KiB for Phi-3-mini at u8 (bench/kvbytes.py), "
+        "so 1 GiB holds one full 4k Phi-3 context.",
     )
     kv_cache_precision: Literal["auto", "u4", "u8", "f16", "bf16", "f32"] = Field(
-        "auto", description="KV cache element type (auto: the plugin's default, u8 on CPU)."
+        "auto",
+        description="KV cache element type (auto: the plugin's default, u8 on CPU; u4 is "
+        "accounted larger than u8 by this openvino-genai release, f16 1.7x u8).",
     )
     enable_prefix_caching: bool = Field(
         True, description="Reuse KV cache blocks of prompts that share a prefix."

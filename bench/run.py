@@ -15,12 +15,13 @@ import platform
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -377,6 +378,112 @@ async def _sweep_variant(
     }
 
 
+def llama_cpp_python_cmd(python: Path, gguf: str, port: int) -> list[str]:
+    return [
+        str(python),
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        gguf,
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--n_ctx",
+        "4096",
+        "--n_threads",
+        str(os.cpu_count()),
+        "--model_alias",
+        "bench",
+    ]
+
+
+def llama_server_cmd(binary: Path, gguf: str, port: int) -> list[str]:
+    cores = str(os.cpu_count())
+    top = max(LEVELS)
+    return [
+        str(binary),
+        "--model",
+        gguf,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--alias",
+        "bench",
+        "--threads",
+        cores,
+        "--threads-batch",
+        cores,
+        # One slot per stream of the busiest level (continuous batching across slots),
+        # each with room for the long prompt and the answer.
+        "--parallel",
+        str(top),
+        "--ctx-size",
+        str(top * 1536),
+    ]
+
+
+# How each contender is told to ignore eos: llama-cpp-python has no ignore_eos, so a
+# logit_bias bans SmolLM2's eos id.
+EXTRA: dict[str, dict[str, Any] | None] = {
+    "ovchat-genai": None,
+    "llama-cpp-python": {"logit_bias": {"2": -100}},
+    "llama-server": {"ignore_eos": True},
+}
+
+
+def single_stream_shootout(model: Path, prompt: str, logs: Path) -> dict[str, float]:
+    """Single-stream decode tokens/s (1 / TPOT p50) of every contender, taken in turns
+    over three rounds with all of them up at once (an idle server costs nothing): a shared
+    machine's speed drifts by tens of percent over minutes, and sequential runs would
+    bill that drift to whoever ran in the slow minute."""
+    from app.modelstore import smollm2
+
+    llama_bin = ROOT / ".venv-llamacpp" / "bin"
+    gguf = str(smollm2.gguf_path())
+    commands: dict[str, tuple[list[str], str]] = {}
+    port = free_port()
+    commands["ovchat-genai"] = (ovchat_cmd(model, port), f"http://127.0.0.1:{port}")
+    if (llama_bin / "python").exists():
+        port = free_port()
+        cmd = llama_cpp_python_cmd(llama_bin / "python", gguf, port)
+        commands["llama-cpp-python"] = (cmd, f"http://127.0.0.1:{port}")
+    if (llama_bin / "llama-server").exists():
+        port = free_port()
+        cmd = llama_server_cmd(llama_bin / "llama-server", gguf, port)
+        commands["llama-server"] = (cmd, f"http://127.0.0.1:{port}")
+    with ExitStack() as stack:
+        streams: dict[str, StreamFn] = {}
+        for name, (cmd, url) in commands.items():
+            ready = f"{url}/health" if name.startswith("ovchat") else f"{url}/v1/models"
+            stack.enter_context(server(cmd, ready, logs / f"shootout-{name}.log"))
+            streams[name] = http_stream(url, "bench", extra=EXTRA[name])
+        stream, engine = inprocess_stream(model)
+        streams["in-process"] = stream
+
+        async def rounds() -> dict[str, list[float]]:
+            await engine.start()
+            await engine.wait_ready()
+            tpots: dict[str, list[float]] = {name: [] for name in streams}
+            try:
+                for fn in streams.values():  # warm-up
+                    async for _ in fn("warm up", 8):
+                        pass
+                for _ in range(3):
+                    for name, fn in streams.items():
+                        level = await run_level(name, fn, "short", prompt, 1, 4, OUT_TOKENS)
+                        tpots[name].append(level.tpot_p50_ms)
+            finally:
+                await engine.close()
+            return tpots
+
+        tpots = asyncio.run(rounds())
+    result = {name: 1000 / statistics.median(values) for name, values in tpots.items()}
+    print(json.dumps({"shootout": result, "tpot_ms": tpots}), flush=True)
+    return result
+
+
 def contender_http(
     name: str,
     cmd: list[str],
@@ -418,6 +525,11 @@ def phi3_shaped(bandwidth: float, logs: Path) -> dict[str, Any]:
     with server(cmd, f"{url}/health", logs / "phi3-shaped.log") as (ready_s, pid):
         rss = RssSampler(pid)
         stream = http_stream(url, "bench")
+
+        async def warm() -> None:  # the first request pays for compiling the model
+            async for _ in stream("warm up", 4):
+                pass
+
         results = asyncio.run(
             sweep(
                 "phi3-shaped",
@@ -426,6 +538,7 @@ def phi3_shaped(bandwidth: float, logs: Path) -> dict[str, Any]:
                 [1, 4, 8],
                 64,
                 lambda level: level,
+                warm,
             )
         )
         peak = rss.stop()
@@ -459,9 +572,30 @@ def kv_bytes(model: Path) -> dict[str, float]:
     return result
 
 
+MEMORY_LIMIT = 6_000_000_000
+CGROUP = Path("/sys/fs/cgroup/memory/ovchat-bench")
+
+
+def memory_limited(cmd: list[str]) -> tuple[list[str], Path | None]:
+    """The command in a cgroup-v1 memory group capped at 6 GB, where this machine allows
+    it (root): the way a container limit would hold the server. The page cache is dropped
+    first, so the weights' file pages are charged to the server's group, not to whoever
+    read the file before."""
+    try:
+        CGROUP.mkdir(exist_ok=True)
+        (CGROUP / "memory.limit_in_bytes").write_text(str(MEMORY_LIMIT))
+        (CGROUP / "memory.max_usage_in_bytes").write_text("0")
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3")
+    except OSError:
+        return cmd, None
+    return ["bash", "-c", f'echo $$ > {CGROUP}/tasks; exec "$@"', "ovchat", *cmd], CGROUP
+
+
 def full_contexts_probe(model: Path, logs: Path) -> dict[str, Any]:
     """Peak RSS (server + engine) while 8 requests hold 1024-token contexts at once:
-    distinct prompts (no shared prefix blocks), then 128 generated tokens each."""
+    distinct prompts (no shared prefix blocks), then 128 generated tokens each; under a
+    6 GB memory limit where one can be set."""
     from app.textmodel import TextModel
 
     text = TextModel.load(model)
@@ -475,7 +609,7 @@ def full_contexts_probe(model: Path, logs: Path) -> dict[str, Any]:
         prompts.append(prompt)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = ovchat_cmd(model, port, *CONTEXT_FLAGS)
+    cmd, group = memory_limited(ovchat_cmd(model, port, *CONTEXT_FLAGS))
     with server(cmd, f"{url}/health", logs / "phi3-contexts.log") as (_, pid):
         rss = RssSampler(pid)
         stream = http_stream(url, "bench")
@@ -497,7 +631,15 @@ def full_contexts_probe(model: Path, logs: Path) -> dict[str, Any]:
         counts, prompt_tokens = asyncio.run(everyone())
         duration = time.monotonic() - started
         peak = rss.stop()
-    return {
+    limited: dict[str, Any] = {}
+    if group is not None:
+        oom = (group / "memory.oom_control").read_text().split()
+        limited = {
+            "memory_limit_bytes": MEMORY_LIMIT,
+            "max_usage_bytes": int((group / "memory.max_usage_in_bytes").read_text()),
+            "oom_kills": int(oom[oom.index("oom_kill") + 1]) if "oom_kill" in oom else 0,
+        }
+    return limited | {
         "flags": " ".join(CONTEXT_FLAGS),
         "contexts": CONTEXTS,
         "prompt_tokens": prompt_tokens,
@@ -550,7 +692,7 @@ def main() -> int:
         previous = json.loads((RESULTS / "latest.json").read_text())
         results = [LevelResult(**r) for r in previous["results"]]
         extras = previous["extras"]
-        skip |= {"genai", "inprocess", "optimum", "llamacpp", "llama-server"}
+        skip |= {"genai", "inprocess", "optimum", "llamacpp", "llama-server", "shootout"}
 
     if "genai" not in skip:
         port = free_port()
@@ -597,31 +739,12 @@ def main() -> int:
         extras["ovchat-optimum"] = info
     llama_bin = ROOT / ".venv-llamacpp" / "bin"
     gguf = str(smollm2.gguf_path())
-    cores = str(os.cpu_count())
     if "llamacpp" not in skip and (llama_bin / "python").exists():
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        cmd = [
-            str(llama_bin / "python"),
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            gguf,
-            "--port",
-            str(port),
-            "--host",
-            "127.0.0.1",
-            "--n_ctx",
-            "4096",
-            "--n_threads",
-            cores,
-            "--model_alias",
-            "bench",
-        ]
-        # llama-cpp-python has no ignore_eos in its OpenAI layer: ban SmolLM2's eos id.
-        res, info = contender_http(
-            "llama-cpp-python", cmd, url, prompt_set, {"logit_bias": {"2": -100}}, logs
-        )
+        cmd = llama_cpp_python_cmd(llama_bin / "python", gguf, port)
+        extra = EXTRA["llama-cpp-python"]
+        res, info = contender_http("llama-cpp-python", cmd, url, prompt_set, extra, logs)
         results += res
         extras["llama-cpp-python"] = info
     elif "llamacpp" not in skip:
@@ -629,33 +752,15 @@ def main() -> int:
     if "llama-server" not in skip and (llama_bin / "llama-server").exists():
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        top = max(LEVELS)
-        cmd = [
-            str(llama_bin / "llama-server"),
-            "--model",
-            gguf,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--alias",
-            "bench",
-            "--threads",
-            cores,
-            "--threads-batch",
-            cores,
-            # One slot per stream of the busiest level (continuous batching across
-            # slots), each with room for the long prompt and the answer.
-            "--parallel",
-            str(top),
-            "--ctx-size",
-            str(top * 1536),
-        ]
-        res, info = contender_http("llama-server", cmd, url, prompt_set, {"ignore_eos": True}, logs)
+        cmd = llama_server_cmd(llama_bin / "llama-server", gguf, port)
+        extra = EXTRA["llama-server"]
+        res, info = contender_http("llama-server", cmd, url, prompt_set, extra, logs)
         results += res
         extras["llama-server"] = info
     elif "llama-server" not in skip:
         extras["llama-server"] = {"skipped": "not built: run `make bench-llamacpp`"}
+    if "shootout" not in skip:
+        extras["shootout"] = single_stream_shootout(model, prompt_set["short"], logs)
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(
