@@ -683,7 +683,7 @@ def main() -> int:
         "bandwidth_gbs": round(bandwidth, 1),
         "weights_mb": round(weights / 1e6, 1),
         "ceiling_tok_s": round(bandwidth * 1e9 / weights, 1),
-        "command": "make bench",
+        "command": "make bench" + (f' ARGS="{" ".join(sys.argv[1:])}"' if sys.argv[1:] else ""),
     }
     print(json.dumps(machine), flush=True)
     results: list[LevelResult] = []
