@@ -739,26 +739,22 @@ def main() -> int:
         extras["ovchat-optimum"] = info
     llama_bin = ROOT / ".venv-llamacpp" / "bin"
     gguf = str(smollm2.gguf_path())
-    if "llamacpp" not in skip and (llama_bin / "python").exists():
+    llama_contenders = [
+        ("llamacpp", "llama-cpp-python", llama_bin / "python", llama_cpp_python_cmd),
+        ("llama-server", "llama-server", llama_bin / "llama-server", llama_server_cmd),
+    ]
+    for key, name, binary, build_cmd in llama_contenders:
+        if key in skip:
+            continue
+        if not binary.exists():
+            extras[name] = {"skipped": "not built: run `make bench-llamacpp`"}
+            continue
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        cmd = llama_cpp_python_cmd(llama_bin / "python", gguf, port)
-        extra = EXTRA["llama-cpp-python"]
-        res, info = contender_http("llama-cpp-python", cmd, url, prompt_set, extra, logs)
+        cmd = build_cmd(binary, gguf, port)
+        res, info = contender_http(name, cmd, url, prompt_set, EXTRA[name], logs)
         results += res
-        extras["llama-cpp-python"] = info
-    elif "llamacpp" not in skip:
-        extras["llama-cpp-python"] = {"skipped": "not installed: run `make bench-llamacpp`"}
-    if "llama-server" not in skip and (llama_bin / "llama-server").exists():
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        cmd = llama_server_cmd(llama_bin / "llama-server", gguf, port)
-        extra = EXTRA["llama-server"]
-        res, info = contender_http("llama-server", cmd, url, prompt_set, extra, logs)
-        results += res
-        extras["llama-server"] = info
-    elif "llama-server" not in skip:
-        extras["llama-server"] = {"skipped": "not built: run `make bench-llamacpp`"}
+        extras[name] = info
     if "shootout" not in skip:
         extras["shootout"] = single_stream_shootout(model, prompt_set["short"], logs)
 
