@@ -43,16 +43,18 @@ PLOT = ROOT / "docs" / "benchmarks.png"
 SENTENCE = "The lighthouse keeper watched the storm roll in over the grey and restless sea. "
 
 
+def sized(tokenizer: Any, opening: str, target: int) -> str:
+    """`opening` and then SENTENCE until the text is at least `target` tokens."""
+    text = opening
+    while len(tokenizer.encode(text)) < target:
+        text += SENTENCE
+    return text
+
+
 def prompts(tokenizer: Any) -> dict[str, str]:
     """~50 and ~1000 prompt tokens, measured with the served model's tokenizer."""
-
-    def sized(target: int) -> str:
-        text = "Continue this story. "
-        while len(tokenizer.encode(text)) < target:
-            text += SENTENCE
-        return text
-
-    return {"short": sized(50), "long": sized(1000)}
+    opening = "Continue this story. "
+    return {"short": sized(tokenizer, opening, 50), "long": sized(tokenizer, opening, 1000)}
 
 
 def free_port() -> int:
@@ -242,9 +244,7 @@ async def _ttft(url: str, body: dict[str, Any]) -> float:
 
 
 async def prefix_cache_probe(url: str, tokenizer: Any) -> dict[str, float]:
-    system = "You are a meticulous assistant. " + SENTENCE * 1
-    while len(tokenizer.encode(system)) < 1000:
-        system += SENTENCE
+    system = sized(tokenizer, "You are a meticulous assistant. " + SENTENCE, 1000)
 
     def body(question: str) -> dict[str, Any]:
         return {
@@ -267,9 +267,7 @@ async def long_prompt_probe(url: str, tokenizer: Any) -> dict[str, float]:
     """p99 inter-token latency of 8 decoding streams, without and with one 3000-token
     prompt arriving in the middle (chunked prefill keeps it from stalling them)."""
     stream = http_stream(url, "bench")
-    long_prompt = "Summarise: "
-    while len(tokenizer.encode(long_prompt)) < 3000:
-        long_prompt += SENTENCE
+    long_prompt = sized(tokenizer, "Summarise: ", 3000)
 
     async def decode(out: list[float]) -> None:
         last = None
@@ -356,9 +354,7 @@ async def _sweep_variant(
     many = await run_level(name, stream, "short", short, 32, 32, OUT_TOKENS)
     stall = await long_prompt_probe(url, tokenizer)
     # The same size of prompt with nothing else running (and nothing cached for it).
-    alone = "Condense this: "
-    while len(tokenizer.encode(alone)) < 3000:
-        alone += SENTENCE
+    alone = sized(tokenizer, "Condense this: ", 3000)
     started = time.perf_counter()
     alone_ttft = float("nan")
     async for n in stream(alone, 4):
