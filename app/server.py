@@ -164,7 +164,7 @@ class _DrainingServer:
         # sse-starlette would end every open stream at the first signal; in-flight
         # streams must instead run to their end (they are bounded by request_timeout_s,
         # and uvicorn's graceful timeout bounds the whole drain).
-        AppStatus.disable_automatic_graceful_drain()
+        AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
 
         config = uvicorn.Config(
             app,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from app.api.calls import GenerationCall, check_stream_options
+from app.api.calls import Event, GenerationCall, check_stream_options
 from app.api.deps import State, engine_ready, served_model
 from app.api.sampling import check_context, check_stops, sampling_params
 from app.chat_format import PromptError, Turn
@@ -212,9 +212,12 @@ class ChatCall(GenerationCall):
 
     # ------------------------------------------------------------------ streaming
 
-    def _chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> dict[str, str]:
+    def _chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> Event:
         chunk = ChatCompletionChunk(**self.header(), choices=choices, usage=usage)
         return self.stream_event(chunk.model_dump(mode="json"), usage)
+
+    def _content_chunk(self, index: int) -> Callable[[str], Event]:
+        return lambda text: self._chunk([ChunkChoice(index=index, delta=ChunkDelta(content=text))])
 
     def _delta_chunks(self, index: int, delta: TextDelta) -> list[dict[str, str]]:
         """Tool requests are buffered: whether the reply is a call is known at its end."""
@@ -223,6 +226,8 @@ class ChatCall(GenerationCall):
         if self.plan is None:
             if not (delta.text or delta.finish_reason or delta.logprobs):
                 return []
+            if delta.finish_reason is None and not self.body.logprobs:
+                return [self.text_event(index, delta.text, self._content_chunk(index))]
             content = ChunkDelta(content=delta.text or None)
             chunk = ChunkChoice(
                 index=index,

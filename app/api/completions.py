@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -172,9 +172,17 @@ class CompletionCall(GenerationCall):
             else []
         )
 
+        def text_chunk(index: int) -> Callable[[str], Event]:
+            return lambda text: self._chunk(
+                [CompletionChoice(index=index, text=text, finish_reason=None)]
+            )
+
         def chunks(index: int, delta: TextDelta) -> list[Event]:
             if not (delta.text or delta.finish_reason or delta.logprobs):
                 return []
+            if delta.finish_reason is None and self.body.logprobs is None:
+                offsets[index] += len(delta.text)
+                return [self.text_event(index, delta.text, text_chunk(index))]
             choice = CompletionChoice(
                 index=index,
                 text=delta.text,

@@ -6,6 +6,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.api.calls import line_safe
+from app.protocol import ChatCompletionChunk, ChunkChoice, ChunkDelta
 from app.textmodel import TextModel
 from tests.unit.conftest import REPLY
 from tests.unit.fakes import FakeEngine
@@ -135,6 +137,53 @@ def test_stream_equals_non_stream(client: TestClient) -> None:
         chunks = [json.loads(e) for e in events[:-1]]
         streamed = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
         assert streamed == plain
+
+
+TRICKY = 'He said "hi" \\ back\n\ttab é ✓ \u2028 \u2029 \x85 😀 <b> end.'
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_stream_content_chunks_are_the_models_json(
+    client: TestClient, engine: FakeEngine, text_model: TextModel, include_usage: bool
+) -> None:
+    """Content chunks are spliced into a frame serialized once: each must be byte for
+    byte what the protocol models serialize, and stay one line whatever the text holds."""
+    engine.reply_ids = text_model.encode(TRICKY)
+    extra = {"stream_options": {"include_usage": True}} if include_usage else {}
+    events = sse_events(client, **extra)
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    streamed = "".join(
+        c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]
+    )
+    assert streamed == TRICKY
+    middle = list(zip(events[1:], chunks[1:], strict=False))
+    content = [(e, c) for e, c in middle if c["choices"] and not c["choices"][0]["finish_reason"]]
+    assert len(content) > 5
+    for data, chunk in content:
+        delta = ChunkDelta(content=chunk["choices"][0]["delta"]["content"])
+        model = ChatCompletionChunk(
+            id=chunk["id"],
+            created=chunk["created"],
+            model="tiny",
+            system_fingerprint=chunk["system_fingerprint"],
+            choices=[ChunkChoice(index=0, delta=delta)],
+        ).model_dump(mode="json")
+        if not include_usage:
+            del model["usage"]
+        assert data == line_safe(json.dumps(model, ensure_ascii=False, separators=(",", ":")))
+        assert len(data.splitlines()) == 1
+
+
+def test_stream_events_skip_sse_starlettes_per_event_scope() -> None:
+    """ovchat's stream response overrides this sse-starlette method; if a release renames
+    it, the override is silently dead code, so the test names it."""
+    import inspect
+
+    from sse_starlette import EventSourceResponse
+
+    assert "_send_with_timeout" in vars(EventSourceResponse)
+    assert "self._send_with_timeout(" in inspect.getsource(EventSourceResponse._stream_response)
 
 
 def test_stream_stop_string_never_leaks(client: TestClient) -> None:

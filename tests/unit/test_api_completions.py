@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.protocol import Completion, CompletionChoice
 from app.textmodel import TextModel
 from tests.unit.conftest import REPLY
 from tests.unit.fakes import FakeEngine
@@ -75,6 +76,18 @@ def test_stream(client: TestClient) -> None:
     text = "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
     assert text == "Hello! The capital of France is "
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
+    # Text chunks are spliced into a frame serialized once; they must be the models' JSON.
+    for raw, chunk in zip(data, chunks, strict=False):
+        if chunk["choices"] and chunk["choices"][0]["finish_reason"] is None:
+            choice = CompletionChoice(index=0, text=chunk["choices"][0]["text"], finish_reason=None)
+            model = Completion(
+                id=chunk["id"],
+                created=chunk["created"],
+                model="tiny",
+                system_fingerprint=chunk["system_fingerprint"],
+                choices=[choice],
+            ).model_dump(mode="json")
+            assert raw == json.dumps(model, ensure_ascii=False, separators=(",", ":"))
 
 
 @pytest.mark.parametrize(
