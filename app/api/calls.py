@@ -26,13 +26,15 @@ from app.state import ServerState
 
 logger = logging.getLogger(__name__)
 
-Event = dict[str, str]
-DONE: Event = {"data": "[DONE]"}
+# Events are handed to sse-starlette as finished bytes: its own encoder builds an event
+# object and regex-splits the data per event, work a one-line JSON payload never needs.
+Event = bytes
+DONE: Event = b"data: [DONE]\n\n"
 
 # Stands for a chunk's text while its frame is serialized: control characters are always
 # escaped in JSON, so its encoded form cannot occur in any other part of a chunk.
 _TEXT_MARKER = "\x00ovchat-text\x00"
-_TEXT_MARKER_JSON = json.dumps(_TEXT_MARKER, ensure_ascii=False)
+_TEXT_MARKER_JSON = json.dumps(_TEXT_MARKER, ensure_ascii=False).encode()
 
 
 def line_safe(data: str) -> str:
@@ -45,7 +47,8 @@ def line_safe(data: str) -> str:
 
 
 def event(payload: dict[str, Any]) -> Event:
-    return {"data": line_safe(json.dumps(payload, ensure_ascii=False, separators=(",", ":")))}
+    data = line_safe(json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
+    return b"data: " + data.encode() + b"\n\n"
 
 
 def check_stream_options(stream: bool | None, options: StreamOptions | None) -> None:
@@ -105,7 +108,7 @@ class GenerationCall:
         self.first_token_s: float | None = None
         self.tokens = [0] * len(jobs)
         self.finishes: list[str | None] = [None] * len(jobs)
-        self._frames: dict[int, tuple[str, str]] = {}
+        self._frames: dict[int, tuple[bytes, bytes]] = {}
 
     @property
     def include_usage(self) -> bool:
@@ -163,11 +166,11 @@ class GenerationCall:
         share of the server's CPU per streamed token)."""
         frame = self._frames.get(index)
         if frame is None:
-            head, found, tail = build(_TEXT_MARKER)["data"].partition(_TEXT_MARKER_JSON)
+            head, found, tail = build(_TEXT_MARKER).partition(_TEXT_MARKER_JSON)
             if not found or _TEXT_MARKER_JSON in tail:
                 raise RuntimeError("a text chunk's frame must hold its text exactly once")
             frame = self._frames[index] = (head, tail)
-        return {"data": frame[0] + line_safe(json.dumps(text, ensure_ascii=False)) + frame[1]}
+        return frame[0] + line_safe(json.dumps(text, ensure_ascii=False)).encode() + frame[1]
 
     def with_timings(self, payload: dict[str, Any]) -> dict[str, Any]:
         """llama.cpp's per-request `timings`, when the server is set to report them."""

@@ -219,7 +219,7 @@ class ChatCall(GenerationCall):
     def _content_chunk(self, index: int) -> Callable[[str], Event]:
         return lambda text: self._chunk([ChunkChoice(index=index, delta=ChunkDelta(content=text))])
 
-    def _delta_chunks(self, index: int, delta: TextDelta) -> list[dict[str, str]]:
+    def _delta_chunks(self, index: int, delta: TextDelta) -> list[Event]:
         """Tool requests are buffered: whether the reply is a call is known at its end."""
         choice = self.choices[index]
         choice.add(delta)
@@ -256,7 +256,7 @@ class ChatCall(GenerationCall):
             )
         return [self._chunk([chunk])]
 
-    def stream(self) -> AsyncIterator[dict[str, str]]:
+    def stream(self) -> AsyncIterator[Event]:
         opening = [
             self._chunk([ChunkChoice(index=i, delta=ChunkDelta(role="assistant", content=""))])
             for i in range(len(self.jobs))
