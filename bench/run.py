@@ -429,11 +429,18 @@ EXTRA: dict[str, dict[str, Any] | None] = {
 }
 
 
-def single_stream_shootout(model: Path, prompt: str, logs: Path) -> dict[str, float]:
+SHOOTOUT_ROUNDS = 6
+
+
+def single_stream_shootout(
+    model: Path, prompt: str, logs: Path
+) -> tuple[dict[str, float], dict[str, Any]]:
     """Single-stream decode tokens/s (1 / TPOT p50) of every contender, taken in turns
-    over three rounds with all of them up at once (an idle server costs nothing): a shared
-    machine's speed drifts by tens of percent over minutes, and sequential runs would
-    bill that drift to whoever ran in the slow minute."""
+    with all of them up at once (an idle server costs nothing): a shared machine's speed
+    drifts by tens of percent over minutes, and sequential runs would bill that drift to
+    whoever ran in the slow minute. ovchat over HTTP and in-process run back to back and
+    the order reverses every round, so their per-round ratios are paired; the ovchat
+    server's own CPU time per streamed token is read from /proc around its turns."""
     from app.modelstore import smollm2
 
     llama_bin = ROOT / ".venv-llamacpp" / "bin"
@@ -451,33 +458,52 @@ def single_stream_shootout(model: Path, prompt: str, logs: Path) -> dict[str, fl
         commands["llama-server"] = (cmd, f"http://127.0.0.1:{port}")
     with ExitStack() as stack:
         streams: dict[str, StreamFn] = {}
+        ovchat_pid = 0
         for name, (cmd, url) in commands.items():
             ready = f"{url}/health" if name.startswith("ovchat") else f"{url}/v1/models"
-            stack.enter_context(server(cmd, ready, logs / f"shootout-{name}.log"))
+            _, pid = stack.enter_context(server(cmd, ready, logs / f"shootout-{name}.log"))
             streams[name] = http_stream(url, "bench", extra=EXTRA[name])
-        stream, engine = inprocess_stream(model)
-        streams["in-process"] = stream
+            if name == "ovchat-genai":
+                ovchat_pid = pid
+                stream, engine = inprocess_stream(model)
+                streams["in-process"] = stream
+        server_cpu = psutil.Process(ovchat_pid)
 
-        async def rounds() -> dict[str, list[float]]:
+        async def rounds() -> tuple[dict[str, list[float]], float]:
             await engine.start()
             await engine.wait_ready()
             tpots: dict[str, list[float]] = {name: [] for name in streams}
+            cpu_s = 0.0
             try:
                 for fn in streams.values():  # warm-up
                     async for _ in fn("warm up", 8):
                         pass
-                for _ in range(3):
-                    for name, fn in streams.items():
+                for round_ in range(SHOOTOUT_ROUNDS):
+                    order = list(streams.items())
+                    for name, fn in order if round_ % 2 == 0 else reversed(order):
+                        before = sum(server_cpu.cpu_times()[:2])
                         level = await run_level(name, fn, "short", prompt, 1, 4, OUT_TOKENS)
                         tpots[name].append(level.tpot_p50_ms)
+                        if name == "ovchat-genai":
+                            cpu_s += sum(server_cpu.cpu_times()[:2]) - before
             finally:
                 await engine.close()
-            return tpots
+            return tpots, cpu_s
 
-        tpots = asyncio.run(rounds())
+        tpots, cpu_s = asyncio.run(rounds())
     result = {name: 1000 / statistics.median(values) for name, values in tpots.items()}
-    print(json.dumps({"shootout": result, "tpot_ms": tpots}), flush=True)
-    return result
+    paired = [
+        inproc / http
+        for http, inproc in zip(tpots["ovchat-genai"], tpots["in-process"], strict=True)
+    ]
+    detail = {
+        "rounds": SHOOTOUT_ROUNDS,
+        "http_over_inprocess_per_round": [round(r, 3) for r in paired],
+        "http_over_inprocess_median": statistics.median(paired),
+        "server_cpu_us_per_token": cpu_s / (SHOOTOUT_ROUNDS * 4 * OUT_TOKENS) * 1e6,
+    }
+    print(json.dumps({"shootout": result, "tpot_ms": tpots, **detail}), flush=True)
+    return result, detail
 
 
 def contender_http(
@@ -752,7 +778,9 @@ def main() -> int:
         results += res
         extras[name] = info
     if "shootout" not in skip:
-        extras["shootout"] = single_stream_shootout(model, prompt_set["short"], logs)
+        extras["shootout"], extras["shootout_pairs"] = single_stream_shootout(
+            model, prompt_set["short"], logs
+        )
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(
