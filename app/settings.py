@@ -108,15 +108,16 @@ class Settings(BaseSettings):
     kv_cache_gb: int = Field(
         1,
         ge=1,
-        description="KV cache capacity of the genai engine in GiB (whole GiB, as openvino-"
-        "genai takes it); blocks are allocated as they fill, up to this cap. A token takes "
-        "13.4 KiB for the default model and 224 KiB for Phi-3-mini at u8 (bench/kvbytes.py), "
-        "so 1 GiB holds one full 4k Phi-3 context.",
+        description="KV cache capacity of the genai engine in GiB of memory (whole GiB, as "
+        "openvino-genai takes it); blocks are allocated as they fill, up to this cap. A "
+        "Phi-3-mini token takes 224 KiB at u8 and 128 KiB at u4 (bench/kvbytes.py; the "
+        "default model 13.4 KiB at u8), so 1 GiB holds one full 4k Phi-3 context at u8.",
     )
     kv_cache_precision: Literal["auto", "u4", "u8", "f16", "bf16", "f32"] = Field(
         "auto",
-        description="KV cache element type (auto: the plugin's default, u8 on CPU; u4 is "
-        "accounted larger than u8 by this openvino-genai release, f16 1.7x u8).",
+        description="KV cache element type (auto: the plugin's default, u8 on CPU). u4 "
+        "holds 1.75x the tokens of u8 in the same memory (keys quantized per channel, "
+        "values per token) at some cost in accuracy; f16 takes 1.7x u8's memory.",
     )
     enable_prefix_caching: bool = Field(
         True, description="Reuse KV cache blocks of prompts that share a prefix."

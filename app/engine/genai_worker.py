@@ -87,13 +87,27 @@ def generation_config(params: SamplingParams) -> Any:
     return config
 
 
+# openvino-genai 2026.4 sizes its KV block budget with element_type.size(), which rounds
+# a 4-bit element up to a byte, while the cache tensors it allocates hold two per byte: a
+# u4 cache given N GiB takes N/2. The budget is doubled so that kv_cache_gb is the memory
+# a u4 cache really takes (an integration test checks genai's accounting against the
+# cache tensors' shapes on the pinned release, and fails once genai corrects it).
+U4_CACHE_BUDGET_FACTOR = 2
+
+
+def cache_budget_gb(cfg: WorkerConfig) -> int:
+    """The cache_size to give genai so that the cache occupies cfg.kv_cache_gb GiB."""
+    u4 = cfg.properties.get("KV_CACHE_PRECISION") == "u4"
+    return cfg.kv_cache_gb * (U4_CACHE_BUDGET_FACTOR if u4 else 1)
+
+
 def scheduler_config(cfg: WorkerConfig) -> Any:
     import openvino_genai as ov_genai
 
     sched = ov_genai.SchedulerConfig()
     sched.max_num_seqs = cfg.max_num_seqs
     sched.max_num_batched_tokens = cfg.max_num_batched_tokens
-    sched.cache_size = cfg.kv_cache_gb
+    sched.cache_size = cache_budget_gb(cfg)
     sched.enable_prefix_caching = cfg.enable_prefix_caching
     sched.dynamic_split_fuse = cfg.dynamic_split_fuse
     return sched

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
 from app.engine.base import SamplingParams
 from app.engine.genai import GenaiEngine
@@ -127,3 +128,25 @@ def test_model_loaded_once(tiny_server: Server) -> None:
             model="tiny-phi3", messages=[{"role": "user", "content": "x"}], max_tokens=2
         )
     assert tiny_server.log_text().count("Model loaded once") == 1
+
+
+def test_u4_cache_budget_matches_genais_accounting(tiny_model_dir: Path) -> None:
+    """genai's block budget counts a u4 element as a byte; the engine doubles a u4 budget
+    so kv_cache_gb is what the cache really takes. When a genai release accounts u4
+    correctly this fails, and U4_CACHE_BUDGET_FACTOR must go back to 1."""
+    from app.engine.genai_worker import U4_CACHE_BUDGET_FACTOR, cache_budget_gb
+    from bench.kvbytes import accounted_kib, real_kib
+
+    model = str(tiny_model_dir)
+    real_u8 = real_kib(model, "u8")
+    assert accounted_kib(model, "u8") == pytest.approx(real_u8, rel=0.01)  # methods agree
+    real_u4 = real_kib(model, "u4")
+    assert accounted_kib(model, "u4") == pytest.approx(U4_CACHE_BUDGET_FACTOR * real_u4, rel=0.01)
+    assert real_u4 < 0.6 * real_u8
+    u4 = WorkerConfig.from_settings(
+        Settings(kv_cache_gb=3, kv_cache_precision="u4"), str(tiny_model_dir), "CPU"
+    )
+    u8 = WorkerConfig.from_settings(
+        Settings(kv_cache_gb=3, kv_cache_precision="u8"), str(tiny_model_dir), "CPU"
+    )
+    assert (cache_budget_gb(u4), cache_budget_gb(u8)) == (6, 3)
