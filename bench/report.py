@@ -219,8 +219,9 @@ def write_report(results: list[LevelResult], extras: dict[str, Any], doc: Path, 
             )
     if "phi3-shaped" in extras and "contexts" in extras["phi3-shaped"]:
         c = extras["phi3-shaped"]["contexts"]
-        kib = c["kv_kib_per_token"]
-        full = 8 * 4096 * kib["u8"] / 2**20
+        kib = {k: v["real"] for k, v in c["kv_kib_per_token"].items()}
+        counted = {k: v["accounted"] for k, v in c["kv_kib_per_token"].items()}
+        full = 8 * 4096 * kib["u4"] / 2**20
         limit = ""
         if "memory_limit_bytes" in c:
             limit = (
@@ -241,12 +242,14 @@ def write_report(results: list[LevelResult], extras: dict[str, Any], doc: Path, 
             f"{c['completion_tokens']}, {c['duration_s']:.0f} s in all (prefill is "
             f"compute-bound on 2 cores).{limit}",
             "",
-            f"KV cache per token as openvino-genai accounts it (`bench/kvbytes.py`): "
-            f"u8 {kib['u8']} KiB, u4 {kib['u4']} KiB, f16 {kib['f16']} KiB. u8, the CPU "
-            f"default, is the most compact in this release, so 8 full 4096-token contexts "
-            f"need {full:.1f} GiB of KV cache on top of the weights: they do not fit in "
-            f"6 GB. What a 6 GB server holds is a 2 GiB cache: 9344 tokens, the 8 contexts "
-            f"of 1k above or 2 full 4k ones.",
+            f"KV cache per token (`bench/kvbytes.py`, the cache tensors' real size): u8 "
+            f"{kib['u8']} KiB, u4 {kib['u4']} KiB, f16 {kib['f16']} KiB. openvino-genai's "
+            f"block budget counts u4 as a byte ({counted['u4']} KiB), so ovchat gives it twice "
+            f"`--kv-cache-gb` at u4 and the cache takes what was asked. At u4, the most "
+            f"compact, 8 full 4096-token contexts need {full:.1f} GiB of KV cache on top of "
+            f"~2.9 GB of compiled weights and runtime: they do not fit in 6 GB. What a 6 GB "
+            f"server holds is a 2 GiB cache: at u4 16384 tokens (the 8 contexts of 2k above, "
+            f"or 4 full 4k ones), at u8 9362.",
         ]
     if "sweep" in extras:
         lines += [

@@ -574,15 +574,17 @@ def phi3_shaped(bandwidth: float, logs: Path) -> dict[str, Any]:
     }
 
 
-# What a 6 GB Phi-3-mini server holds: ~2.7 GB of weights leave room for a 2 GiB KV cache,
-# which at u8 (224 KiB a token, see bench/kvbytes.py) is 9344 tokens: 8 streams of 1024.
+# What a 6 GB Phi-3-mini server holds: ~2.9 GB of compiled weights and runtime leave room
+# for a 2 GiB KV cache, which at u4 (128 KiB a token, see bench/kvbytes.py) is 16384
+# tokens: 8 streams of 2000 (at u8, 224 KiB a token, it would be 8 of 1k).
 CONTEXTS = 8
-CONTEXT_TOKENS = 1024
-CONTEXT_FLAGS = ("--kv-cache-gb", "2", "--max-num-seqs", "8")
+CONTEXT_TOKENS = 2000
+CONTEXT_FLAGS = ("--kv-cache-gb", "2", "--kv-cache-precision", "u4", "--max-num-seqs", "8")
 
 
-def kv_bytes(model: Path) -> dict[str, float]:
-    """KiB of KV cache per token at each precision, as openvino-genai accounts them."""
+def kv_bytes(model: Path) -> dict[str, dict[str, float]]:
+    """KiB of KV cache per token at each precision, as openvino-genai accounts them and as
+    its cache tensors take them."""
     out = subprocess.run(
         [sys.executable, "bench/kvbytes.py", str(model), "u8", "u4", "f16"],
         check=True,
@@ -590,7 +592,7 @@ def kv_bytes(model: Path) -> dict[str, float]:
         capture_output=True,
         text=True,
     ).stdout
-    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    result: dict[str, dict[str, float]] = json.loads(out.strip().splitlines()[-1])
     return result
 
 
@@ -615,7 +617,7 @@ def memory_limited(cmd: list[str]) -> tuple[list[str], Path | None]:
 
 
 def full_contexts_probe(model: Path, logs: Path) -> dict[str, Any]:
-    """Peak RSS (server + engine) while 8 requests hold 1024-token contexts at once:
+    """Peak RSS (server + engine) while 8 requests hold CONTEXT_TOKENS-token contexts at once:
     distinct prompts (no shared prefix blocks), then 128 generated tokens each; under a
     6 GB memory limit where one can be set."""
     from app.textmodel import TextModel
