@@ -226,7 +226,7 @@ class ChatCall(GenerationCall):
         if self.plan is None:
             if not (delta.text or delta.finish_reason or delta.logprobs):
                 return []
-            if delta.finish_reason is None and not self.body.logprobs:
+            if delta.text and delta.finish_reason is None and not self.body.logprobs:
                 return [self.text_event(index, delta.text, self._content_chunk(index))]
             content = ChunkDelta(content=delta.text or None)
             chunk = ChunkChoice(

@@ -180,7 +180,7 @@ class CompletionCall(GenerationCall):
         def chunks(index: int, delta: TextDelta) -> list[Event]:
             if not (delta.text or delta.finish_reason or delta.logprobs):
                 return []
-            if delta.finish_reason is None and self.body.logprobs is None:
+            if delta.text and delta.finish_reason is None and self.body.logprobs is None:
                 offsets[index] += len(delta.text)
                 return [self.text_event(index, delta.text, text_chunk(index))]
             choice = CompletionChoice(
