@@ -52,6 +52,14 @@ def targets(results: list[LevelResult], extras: dict[str, Any]) -> list[tuple[st
         # A contender that was not built is absent from the shootout too.
         return duel.get(who) if duel else decode(who)
 
+    best: dict[str, float] = extras.get("shootout_pairs", {}).get("best_tok_s", {})
+
+    def single_ratio(who: str) -> str:
+        ratio = _ratio(single("ovchat-genai"), single(who))
+        if who in best and "ovchat-genai" in best:
+            ratio += f" (best turn of each: {_ratio(best['ovchat-genai'], best[who])})"
+        return ratio
+
     series = [tok("ovchat-genai", c) or 0 for c in (8, 16, 32)]
     pairs = extras.get("shootout_pairs")
     overhead = (
@@ -76,7 +84,7 @@ def targets(results: list[LevelResult], extras: dict[str, Any]) -> list[tuple[st
         (
             "genai / llama-cpp-python single-stream decode",
             ">= 1.2",
-            _ratio(single("ovchat-genai"), single("llama-cpp-python")),
+            single_ratio("llama-cpp-python"),
         ),
         (
             "genai / llama-server (llama.cpp's C++ server) aggregate at c8",
@@ -86,7 +94,7 @@ def targets(results: list[LevelResult], extras: dict[str, Any]) -> list[tuple[st
         (
             "genai / llama-server single-stream decode",
             "(no target)",
-            _ratio(single("ovchat-genai"), single("llama-server")),
+            single_ratio("llama-server"),
         ),
     ]
     ceiling = extras["machine"]["ceiling_tok_s"]
@@ -177,13 +185,16 @@ def write_report(results: list[LevelResult], extras: dict[str, Any], doc: Path, 
     if "shootout" in extras:
         shares = ", ".join(f"{who} {tok:.1f}" for who, tok in extras["shootout"].items())
         rounds = extras.get("shootout_pairs", {}).get("rounds", 3)
+        bests = extras.get("shootout_pairs", {}).get("best_tok_s", {})
+        fastest = ", ".join(f"{who} {tok:.1f}" for who, tok in bests.items()) or "n/a"
         lines += [
             "",
             "Single-stream decode tokens/s taken in turns (every contender up at once, one "
             f"stream at a time, {rounds} rounds of 4 requests, order reversed every round, "
             f"medians): {shares}. The ratios above come from these; HTTP / in-process is the "
-            "median of the ratios of the two back-to-back turns of each round. The tables "
-            "below were taken minutes apart on a machine whose speed drifts.",
+            "median of the ratios of the two back-to-back turns of each round. Best turn of "
+            f"each: {fastest}. The tables below were taken minutes apart on a machine whose "
+            "speed drifts.",
         ]
     lines += [
         "",
