@@ -63,7 +63,7 @@ def targets(results: list[LevelResult], extras: dict[str, Any]) -> list[tuple[st
     series = [tok("ovchat-genai", c) or 0 for c in (8, 16, 32)]
     pairs = extras.get("shootout_pairs")
     overhead = (
-        f"{pairs['http_over_inprocess_median']:.2f} (median of {pairs['rounds']} paired rounds;"
+        f"{pairs['http_over_inprocess_median']:.3f} (median of {pairs['rounds']} paired rounds;"
         f" server CPU {pairs['server_cpu_us_per_token']:.0f} us per streamed token)"
         if pairs
         else _ratio(single("ovchat-genai"), single("in-process"))
