@@ -233,6 +233,7 @@ def write_report(results: list[LevelResult], extras: dict[str, Any], doc: Path, 
         kib = {k: v["real"] for k, v in c["kv_kib_per_token"].items()}
         counted = {k: v["accounted"] for k, v in c["kv_kib_per_token"].items()}
         full = 8 * 4096 * kib["u4"] / 2**20
+        held = {k: int(2 * 2**20 / v) for k, v in kib.items()}  # tokens in a 2 GiB cache
         limit = ""
         if "memory_limit_bytes" in c:
             limit = (
@@ -258,9 +259,10 @@ def write_report(results: list[LevelResult], extras: dict[str, Any], doc: Path, 
             f"block budget counts u4 as a byte ({counted['u4']} KiB), so ovchat gives it twice "
             f"`--kv-cache-gb` at u4 and the cache takes what was asked. At u4, the most "
             f"compact, 8 full 4096-token contexts need {full:.1f} GiB of KV cache on top of "
-            f"~2.9 GB of compiled weights and runtime: they do not fit in 6 GB. What a 6 GB "
-            f"server holds is a 2 GiB cache: at u4 16384 tokens (the 8 contexts of 2k above, "
-            f"or 4 full 4k ones), at u8 9362.",
+            f"the compiled weights and runtime (2.9 GB of anonymous memory with the cache "
+            f"empty, measured apart from this run): they do not fit in 6 GB. What a 6 GB "
+            f"server holds is a 2 GiB cache: at u4 {held['u4']} tokens (the 8 contexts above, "
+            f"or {held['u4'] // 4096} full 4k ones), at u8 {held['u8']}.",
         ]
     if "sweep" in extras:
         lines += [
