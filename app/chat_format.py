@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, NoReturn
+
+import jinja2
+import jinja2.ext
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 
 class PromptError(ValueError):
@@ -29,13 +35,60 @@ def phi3_prompt(turns: Sequence[Turn], add_generation_prompt: bool = True) -> st
     return "".join(parts)
 
 
+class ChatTemplate:
+    """A model's Jinja chat template, rendered the way transformers' `apply_chat_template`
+    renders it (same sandbox, options, `tojson`, `raise_exception` and `strftime_now`, and
+    the named special tokens as variables), without importing transformers: its import
+    alone took longer than loading the model. Tests hold the two renderings together."""
+
+    def __init__(self, source: str, special_tokens: Mapping[str, str]) -> None:
+        env = ImmutableSandboxedEnvironment(
+            trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]
+        )
+        env.filters["tojson"] = _tojson
+        env.globals["raise_exception"] = _raise_exception
+        env.globals["strftime_now"] = _strftime_now
+        self._template = env.from_string(source)
+        self._special_tokens = dict(special_tokens)
+
+    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
+        return self._template.render(
+            **self._special_tokens,
+            messages=messages,
+            tools=None,
+            documents=None,
+            add_generation_prompt=add_generation_prompt,
+        )
+
+
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    # Jinja's own tojson escapes HTML characters, which no chat template wants.
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
+
+
+def _raise_exception(message: str) -> NoReturn:
+    raise jinja2.exceptions.TemplateError(message)
+
+
+def _strftime_now(format: str) -> str:
+    return datetime.now().strftime(format)
+
+
 class ChatFormatter:
     """Phi-3 models get the built-in mapping; any other model its own chat template."""
 
-    def __init__(self, model_type: str, tokenizer: Any) -> None:
+    def __init__(self, model_type: str, template: ChatTemplate | None) -> None:
         self._builtin = model_type == "phi3"
-        self._tokenizer = tokenizer
-        self.available = self._builtin or bool(getattr(tokenizer, "chat_template", None))
+        self._template = template
+        self.available = self._builtin or template is not None
 
     @property
     def kind(self) -> str:
@@ -44,13 +97,10 @@ class ChatFormatter:
     def render(self, turns: Sequence[Turn], add_generation_prompt: bool = True) -> str:
         if self._builtin:
             return phi3_prompt(turns, add_generation_prompt)
-        if not self.available:
+        if self._template is None:
             raise PromptError("this model has no chat template; use /v1/completions", "messages")
         messages = [{"role": t.role, "content": t.content} for t in turns]
         try:
-            rendered = self._tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=add_generation_prompt
-            )
+            return self._template.render(messages, add_generation_prompt)
         except Exception as exc:  # templates raise on conversations they do not support
             raise PromptError(f"the model's chat template rejected the messages: {exc}") from exc
-        return str(rendered)

@@ -96,8 +96,8 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # An engine with a process of its own loads the model there while this process
-        # loads the tokenizer (transformers' import dominates both). An in-process engine
-        # has loaded in start(): two threads importing transformers at once would race.
+        # reads the tokenizer. An in-process engine has loaded in start(): a tokenizer
+        # that needs transformers must not import it from a second thread meanwhile.
         await engine.start()
         text = await asyncio.to_thread(TextModel.load, model.path)
         await engine.wait_ready()

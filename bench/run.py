@@ -696,7 +696,7 @@ def main() -> int:
 
     model = store.model_dir(ROOT / "model_store", store.DEFAULT_MODEL)
     text = TextModel.load(model)
-    prompt_set = prompts(text.tokenizer)
+    prompt_set = prompts(text)
     logs = RESULTS / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     weights = weights_read_per_token(model)
@@ -729,8 +729,8 @@ def main() -> int:
         results += res
         extras["ovchat-genai"] = info
         with server(ovchat_cmd(model, port), f"{url}/health", logs / "probes.log"):
-            extras["prefix_cache"] = asyncio.run(prefix_cache_probe(url, text.tokenizer))
-            extras["long_prompt"] = asyncio.run(long_prompt_probe(url, text.tokenizer))
+            extras["prefix_cache"] = asyncio.run(prefix_cache_probe(url, text))
+            extras["long_prompt"] = asyncio.run(long_prompt_probe(url, text))
         cache = RESULTS / "ov-cache"
         shutil.rmtree(cache, ignore_errors=True)
         starts = []
@@ -792,7 +792,7 @@ def main() -> int:
     )
 
     if args.sweep:
-        extras["sweep"] = settings_sweep(model, prompt_set, text.tokenizer, logs)
+        extras["sweep"] = settings_sweep(model, prompt_set, text, logs)
         (RESULTS / "latest.json").write_text(
             json.dumps({"extras": extras, "results": [asdict(r) for r in results]}, indent=2)
         )

@@ -51,7 +51,7 @@ def test_cancel_frees_the_engine(tiny_model_dir: Path, text_model: TextModel) ->
             )
             prompt = text_model.encode(text_model.formatter.render([]))
             tokens = [t async for delta in engine.generate(prompt, params) for t in delta.token_ids]
-            assert text_model.tokenizer.decode(tokens, skip_special_tokens=True) == TINY_REPLY
+            assert text_model.decode(tokens) == TINY_REPLY
         finally:
             await engine.close()
 

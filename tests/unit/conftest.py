@@ -17,7 +17,7 @@ REPLY = "Hello! The capital of France is Paris. 🙂 Done."
 
 @pytest.fixture
 def engine(text_model: TextModel) -> FakeEngine:
-    eos = text_model.tokenizer.convert_tokens_to_ids("<|end|>")
+    eos = text_model.token_id("<|end|>")
     return FakeEngine(reply_ids=text_model.encode(REPLY), eos_id=eos)
 
 

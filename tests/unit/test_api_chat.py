@@ -77,16 +77,14 @@ def test_engine_receives_rendered_prompt_and_all_eos_ids(
     assert params.max_new_tokens == 7
     assert params.greedy
     names = {"<|endoftext|>", "<|assistant|>", "<|end|>"}
-    assert params.stop_token_ids == frozenset(
-        text_model.tokenizer.convert_tokens_to_ids(list(names))
-    )
+    assert params.stop_token_ids == frozenset(text_model.token_id(name) for name in names)
 
 
 def test_max_tokens_gives_length(client: TestClient, text_model: TextModel) -> None:
     body = chat(client, max_completion_tokens=3).json()
     assert body["choices"][0]["finish_reason"] == "length"
     assert body["usage"]["completion_tokens"] == 3
-    assert body["choices"][0]["message"]["content"] == text_model.tokenizer.decode(
+    assert body["choices"][0]["message"]["content"] == text_model.decode(
         text_model.encode(REPLY)[:3]
     )
 

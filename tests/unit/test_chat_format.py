@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import jinja2
 import pytest
+from transformers import AutoTokenizer
 
-from app.chat_format import ChatFormatter, PromptError, Turn, phi3_prompt
+from app.chat_format import ChatFormatter, ChatTemplate, PromptError, Turn, phi3_prompt
 from app.prompt_templates import PHI3_CHAT_TEMPLATE
 from app.textmodel import TextModel
 
@@ -30,11 +34,12 @@ def test_phi3_mapping_equals_official_template_byte_for_byte(add_generation_prom
     assert ours.encode() == official(CONVERSATION, add_generation_prompt).encode()
 
 
-def test_phi3_mapping_equals_shipped_tokenizer_template(text_model: TextModel) -> None:
+def test_phi3_mapping_equals_shipped_tokenizer_template(
+    text_model: TextModel, tiny_model_dir: Path
+) -> None:
     messages = [{"role": t.role, "content": t.content} for t in CONVERSATION]
-    rendered = text_model.tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=True
-    )
+    tokenizer: Any = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert text_model.formatter.render(CONVERSATION) == rendered
     assert text_model.formatter.kind == "built-in Phi-3 mapping"
 
@@ -45,22 +50,13 @@ def test_system_message_is_kept() -> None:
     )
 
 
-class _TemplateTokenizer:
-    chat_template = "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}"
-
-    def apply_chat_template(self, messages: list[dict[str, str]], **_: object) -> str:
-        return "".join(f"[{m['role']}]{m['content']}" for m in messages) + "[assistant]"
-
-
 def test_other_models_use_their_own_template() -> None:
-    formatter = ChatFormatter("llama", _TemplateTokenizer())
-    assert formatter.render([Turn("user", "hi")]) == "[user]hi[assistant]"
+    template = ChatTemplate("{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}", {})
+    formatter = ChatFormatter("llama", template)
+    assert formatter.render([Turn("user", "hi")]) == "[user]hi"
 
 
 def test_model_without_template_is_refused() -> None:
-    class Bare:
-        chat_template = None
-
-    formatter = ChatFormatter("gpt2", Bare())
+    formatter = ChatFormatter("gpt2", None)
     with pytest.raises(PromptError):
         formatter.render([Turn("user", "hi")])
