@@ -235,10 +235,19 @@ def read_tokenizer(folder: Path) -> TokenizerFiles:
             for name in _SPECIAL_TOKEN_NAMES
             if (text := _token_text(config.get(name, special.get(name)))) is not None
         }
-        template_file = folder / "chat_template.jinja"
+        # As transformers 5 saves them: the default template in its own file, named
+        # ones beside it; files take priority over the config's entry.
+        template_files = [
+            path
+            for path in (
+                folder / "chat_template.jinja",
+                folder / "additional_chat_templates" / "default.jinja",
+            )
+            if path.is_file()
+        ]
         template = (
-            template_file.read_text(encoding="utf-8")
-            if template_file.is_file()
+            template_files[0].read_text(encoding="utf-8")
+            if template_files
             else _default_template(config.get("chat_template"))
         )
         limit = config.get("model_max_length")

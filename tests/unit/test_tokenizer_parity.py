@@ -194,3 +194,20 @@ def test_original_hub_files_go_through_transformers(llama_dirs: dict[str, Path])
     raw = Tokenizer.from_file(str(llama_dirs["hub"] / "tokenizer.json"))
     text = "<|user|>\nHi there<|end|>"
     assert hub.codec.encode(text, False) != raw.encode(text, add_special_tokens=False).ids
+
+
+def test_named_templates_beside_the_default(tmp_path: Path, tiny_model_dir: Path) -> None:
+    # transformers 5 reads a folder of named templates too; the default is the one used.
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / name).write_text((tiny_model_dir / name).read_text())
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    named = tmp_path / "additional_chat_templates"
+    named.mkdir()
+    (named / "default.jinja").write_text(TEMPLATE)
+    (named / "tool_use.jinja").write_text("{{ raise_exception('not this one') }}")
+    ours = TextModel.load(tmp_path)
+    ref: Any = AutoTokenizer.from_pretrained(tmp_path)
+    for turns in CONVERSATIONS:
+        messages = [{"role": t.role, "content": t.content} for t in turns]
+        expected = ref.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        assert ours.formatter.render(turns) == expected
