@@ -184,7 +184,7 @@ class TransformersCodec:
 
 @dataclass(frozen=True)
 class TokenizerFiles:
-    """What a model folder says about its tokenizer, read as JSON."""
+    """The model folder's tokenizer, its named special tokens and its default chat template."""
 
     codec: Codec
     special_tokens: dict[str, str]

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psutil
@@ -33,6 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import LevelResult, StreamFn, http_stream, run_level, sweep  # noqa: E402
+
+if TYPE_CHECKING:
+    from app.textmodel import TextModel
 
 LEVELS = [1, 2, 4, 8, 16, 32]
 OUT_TOKENS = 128
@@ -43,18 +46,18 @@ PLOT = ROOT / "docs" / "benchmarks.png"
 SENTENCE = "The lighthouse keeper watched the storm roll in over the grey and restless sea. "
 
 
-def sized(tokenizer: Any, opening: str, target: int) -> str:
+def sized(text_model: TextModel, opening: str, target: int) -> str:
     """`opening` and then SENTENCE until the text is at least `target` tokens."""
     text = opening
-    while len(tokenizer.encode(text)) < target:
+    while len(text_model.encode(text)) < target:
         text += SENTENCE
     return text
 
 
-def prompts(tokenizer: Any) -> dict[str, str]:
+def prompts(text_model: TextModel) -> dict[str, str]:
     """~50 and ~1000 prompt tokens, measured with the served model's tokenizer."""
     opening = "Continue this story. "
-    return {"short": sized(tokenizer, opening, 50), "long": sized(tokenizer, opening, 1000)}
+    return {"short": sized(text_model, opening, 50), "long": sized(text_model, opening, 1000)}
 
 
 def free_port() -> int:
@@ -243,8 +246,8 @@ async def _ttft(url: str, body: dict[str, Any]) -> float:
     return float("nan")
 
 
-async def prefix_cache_probe(url: str, tokenizer: Any) -> dict[str, float]:
-    system = sized(tokenizer, "You are a meticulous assistant. " + SENTENCE, 1000)
+async def prefix_cache_probe(url: str, text_model: TextModel) -> dict[str, float]:
+    system = sized(text_model, "You are a meticulous assistant. " + SENTENCE, 1000)
 
     def body(question: str) -> dict[str, Any]:
         return {
@@ -263,11 +266,11 @@ async def prefix_cache_probe(url: str, tokenizer: Any) -> dict[str, float]:
     return {"first_ttft_ms": first * 1000, "second_ttft_ms": second * 1000, "ratio": second / first}
 
 
-async def long_prompt_probe(url: str, tokenizer: Any) -> dict[str, float]:
+async def long_prompt_probe(url: str, text_model: TextModel) -> dict[str, float]:
     """p99 inter-token latency of 8 decoding streams, without and with one 3000-token
     prompt arriving in the middle (chunked prefill keeps it from stalling them)."""
     stream = http_stream(url, "bench")
-    long_prompt = sized(tokenizer, "Summarise: ", 3000)
+    long_prompt = sized(text_model, "Summarise: ", 3000)
 
     async def decode(out: list[float]) -> None:
         last = None
@@ -326,7 +329,7 @@ SWEEP: list[tuple[str, list[str]]] = [
 
 
 def settings_sweep(
-    model: Path, prompt_set: dict[str, str], tokenizer: Any, logs: Path
+    model: Path, prompt_set: dict[str, str], text_model: TextModel, logs: Path
 ) -> list[dict[str, Any]]:
     """Single-stream decode, aggregate at 8 streams (short and long prompts), and the
     long-prompt stall probe for each variant: the evidence behind the defaults."""
@@ -335,14 +338,14 @@ def settings_sweep(
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         with server(ovchat_cmd(model, port, *flags), f"{url}/health", logs / "sweep.log"):
-            row = asyncio.run(_sweep_variant(name, url, prompt_set, tokenizer))
+            row = asyncio.run(_sweep_variant(name, url, prompt_set, text_model))
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows
 
 
 async def _sweep_variant(
-    name: str, url: str, prompt_set: dict[str, str], tokenizer: Any
+    name: str, url: str, prompt_set: dict[str, str], text_model: TextModel
 ) -> dict[str, Any]:
     stream = http_stream(url, "bench")
     async for _ in stream("warm up", 8):
@@ -352,9 +355,9 @@ async def _sweep_variant(
     eight = await run_level(name, stream, "short", short, 8, 8, OUT_TOKENS)
     eight_long = await run_level(name, stream, "long", long, 8, 8, OUT_TOKENS)
     many = await run_level(name, stream, "short", short, 32, 32, OUT_TOKENS)
-    stall = await long_prompt_probe(url, tokenizer)
+    stall = await long_prompt_probe(url, text_model)
     # The same size of prompt with nothing else running (and nothing cached for it).
-    alone = sized(tokenizer, "Condense this: ", 3000)
+    alone = sized(text_model, "Condense this: ", 3000)
     started = time.perf_counter()
     alone_ttft = float("nan")
     async for n in stream(alone, 4):
