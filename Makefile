@@ -34,6 +34,7 @@ model: install
 
 model-tiny: install
 	$(BIN)/ovchat model build tiny-phi3
+	$(BIN)/ovchat model build tiny-phi3-window
 
 run: model
 	$(BIN)/ovchat serve --host $(HOST) --port $(PORT) $(ARGS)

@@ -16,7 +16,7 @@ from app.settings import Settings
 
 logger = logging.getLogger("app.cli")
 
-MODELS = ("default", "tiny-phi3", "phi3-shaped")
+MODELS = ("default", "tiny-phi3", "tiny-phi3-window", "phi3-shaped")
 
 
 def flag(name: str) -> str:
@@ -89,7 +89,8 @@ def parser() -> argparse.ArgumentParser:
         "name",
         choices=MODELS,
         help="default: SmolLM2-135M-Instruct; "
-        "tiny-phi3: the test model; phi3-shaped: Phi-3-mini sizes, random weights",
+        "tiny-phi3: the test model; tiny-phi3-window: a test model with a 64-token "
+        "attention window; phi3-shaped: Phi-3-mini sizes, random weights",
     )
     build.add_argument("--force", action="store_true", help="Rebuild even if complete")
     build.add_argument("--model-store", type=Path, default=None, help="Model store folder")
@@ -148,8 +149,8 @@ def build_model(name: str, store_dir: Path, force: bool = False) -> int:
     else:
         from app.modelstore import tiny_phi3
 
-        shape = tiny_phi3.TINY if name == "tiny-phi3" else tiny_phi3.PHI3_MINI
-        tiny_phi3.build(store_dir, shape, force=force)
+        shapes = {s.name: s for s in (tiny_phi3.TINY, tiny_phi3.TINY_WINDOW, tiny_phi3.PHI3_MINI)}
+        tiny_phi3.build(store_dir, shapes[name], force=force)
     return 0
 
 

@@ -113,6 +113,20 @@ class Settings(BaseSettings):
         "Phi-3-mini token takes 224 KiB at u8 and 128 KiB at u4 (bench/kvbytes.py; the "
         "default model 13.4 KiB at u8), so 1 GiB holds one full 4k Phi-3 context at u8.",
     )
+    kv_cache_tokens: int = Field(
+        0,
+        ge=0,
+        description="KV cache capacity in tokens, rounded up to whole blocks (32 on CPU); "
+        "when set it replaces kv_cache_gb, so the cache can be any size. Memory is this "
+        "times the model's bytes per token at kv_cache_precision (above).",
+    )
+    kv_cache_window: bool = Field(
+        True,
+        description="For a model whose every layer attends a sliding window shorter than "
+        "its context (Phi-3-mini-4k: 2047 tokens, read from the exported graph), free the "
+        "KV blocks a sequence can no longer attend once its prompt is in: at most ~2.2k "
+        "tokens a sequence instead of 4k, the same tokens out (tests compare them).",
+    )
     kv_cache_precision: Literal["auto", "u4", "u8", "f16", "bf16", "f32"] = Field(
         "auto",
         description="KV cache element type (auto: the plugin's default, u8 on CPU). u4 "

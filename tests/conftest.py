@@ -23,6 +23,17 @@ def tiny_model_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def window_model_dir() -> Path:
+    """The tiny Phi-3 with a 64-token attention window and context-dependent outputs."""
+    from app.modelstore import tiny_phi3
+
+    folder = store.model_dir(STORE, tiny_phi3.TINY_WINDOW.name)
+    if not store.is_complete(folder):
+        tiny_phi3.build(STORE, tiny_phi3.TINY_WINDOW)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def default_model_dir() -> Path:
     folder = store.model_dir(STORE, store.DEFAULT_MODEL)
     if not store.is_complete(folder):

@@ -16,9 +16,11 @@ import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.queues import Queue
+from pathlib import Path
 from typing import Any
 
 from app.engine.base import SamplingParams
+from app.engine.kv_window import EvictionAreas, kv_block_size, model_window
 from app.settings import Settings
 
 logger = logging.getLogger("app.engine.worker")
@@ -38,6 +40,8 @@ class WorkerConfig:
     max_num_seqs: int
     max_num_batched_tokens: int
     kv_cache_gb: int
+    kv_cache_tokens: int
+    kv_cache_window: bool
     enable_prefix_caching: bool
     dynamic_split_fuse: bool
     log_level: str = "INFO"
@@ -52,6 +56,8 @@ class WorkerConfig:
             max_num_seqs=settings.max_num_seqs,
             max_num_batched_tokens=settings.max_num_batched_tokens,
             kv_cache_gb=settings.kv_cache_gb,
+            kv_cache_tokens=settings.kv_cache_tokens,
+            kv_cache_window=settings.kv_cache_window,
             enable_prefix_caching=settings.enable_prefix_caching,
             dynamic_split_fuse=settings.dynamic_split_fuse,
             log_level=settings.log_level,
@@ -101,16 +107,60 @@ def cache_budget_gb(cfg: WorkerConfig) -> int:
     return cfg.kv_cache_gb * (U4_CACHE_BUDGET_FACTOR if u4 else 1)
 
 
-def scheduler_config(cfg: WorkerConfig) -> Any:
+def scheduler_config(cfg: WorkerConfig, window: int | None = None) -> Any:
+    """genai's scheduler settings; `window`, when given, is the sliding window every layer
+    of the model shares, and the cache then keeps only the blocks it can reach."""
     import openvino_genai as ov_genai
 
     sched = ov_genai.SchedulerConfig()
     sched.max_num_seqs = cfg.max_num_seqs
     sched.max_num_batched_tokens = cfg.max_num_batched_tokens
-    sched.cache_size = cache_budget_gb(cfg)
+    block = kv_block_size(cfg.device)
+    if cfg.kv_cache_tokens:
+        # Counted in blocks, the cache is exact whatever the precision (no u4 correction)
+        # and may be any size, not only whole GiB.
+        sched.num_kv_blocks = -(-cfg.kv_cache_tokens // block)
+        sched.cache_size = 0
+    else:
+        sched.cache_size = cache_budget_gb(cfg)
     sched.enable_prefix_caching = cfg.enable_prefix_caching
     sched.dynamic_split_fuse = cfg.dynamic_split_fuse
+    if window is not None:
+        areas = EvictionAreas.for_window(window, block)
+        sched.use_cache_eviction = True
+        # No RoPE re-rotation: kept keys stay at their true positions, as the full cache
+        # has them. The aggregation mode only ranks blocks outside the window.
+        sched.cache_eviction_config = ov_genai.CacheEvictionConfig(
+            areas.start,
+            areas.recent,
+            areas.max_cache,
+            ov_genai.AggregationMode.NORM_SUM,
+            False,
+        )
     return sched
+
+
+def cache_window(cfg: WorkerConfig) -> int | None:
+    """The sliding window the KV cache is cut to, when kv_cache_window is on and the model
+    has one shorter than its context; logged either way, so a user sees what happened."""
+    if not cfg.kv_cache_window:
+        return None
+    from app.textmodel import context_length_of
+
+    window = model_window(
+        cfg.model_path, context_length_of(Path(cfg.model_path)), kv_block_size(cfg.device)
+    )
+    if window is None:
+        logger.info("KV cache keeps every block (the model has no shorter sliding window)")
+    else:
+        areas = EvictionAreas.for_window(window, kv_block_size(cfg.device))
+        logger.info(
+            "KV cache keeps each sequence's last %d-token attention window: at most %d "
+            "tokens a sequence once its prompt is in",
+            window,
+            areas.tokens_per_sequence(kv_block_size(cfg.device)),
+        )
+    return window
 
 
 def _finish_name(reason: Any) -> str | None:
@@ -128,8 +178,9 @@ def run(cfg: WorkerConfig, inbox: Queue[Any], out: Connection) -> None:
         import openvino_genai as ov_genai
 
         started = time.monotonic()
+        sched = scheduler_config(cfg, cache_window(cfg))
         pipe = ov_genai.ContinuousBatchingPipeline(
-            cfg.model_path, scheduler_config(cfg), cfg.device, cfg.properties
+            cfg.model_path, sched, cfg.device, cfg.properties
         )
         logger.info(
             "Model loaded once by the engine process from %s on %s in %.2f s",

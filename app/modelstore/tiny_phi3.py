@@ -62,9 +62,27 @@ class Phi3Shape:
     # Phi-3-mini's 3.8 B parameters in float32 would take 15 GB before export: bfloat16,
     # as Phi-3 itself is published, halves that.
     dtype: str = "float32"
+    sliding_window: int = 2047  # Phi-3-mini-4k's
+    # The imprint makes the tiny model answer from the last token alone, by wide margins.
+    # Without it, random weights at a large scale make every token depend on all the
+    # tokens the model attends, which is what a test of the attention window needs.
+    imprint: bool = True
+    initializer_range: float = 0.02
 
 
 TINY = Phi3Shape("tiny-phi3", 256, 512, 2, 4, base_vocab=1024)
+# Attends 64 tokens back, so a test sees KV blocks leave the window within a short prompt.
+TINY_WINDOW = Phi3Shape(
+    "tiny-phi3-window",
+    256,
+    512,
+    2,
+    4,
+    base_vocab=1024,
+    sliding_window=64,
+    imprint=False,
+    initializer_range=0.5,
+)
 # The real Phi-3-mini sizes (see the reference notes): same speed, random content.
 PHI3_MINI = Phi3Shape(
     "phi3-shaped", 3072, 8192, 32, 32, base_vocab=32000, model_vocab=32064, dtype="bfloat16"
@@ -122,7 +140,8 @@ def build_hf_folder(shape: Phi3Shape, folder: Path) -> None:
         max_position_embeddings=4096,
         original_max_position_embeddings=4096,
         rms_norm_eps=1e-5,
-        sliding_window=2047,
+        sliding_window=shape.sliding_window,
+        initializer_range=shape.initializer_range,
         bos_token_id=token_id("<s>"),
         eos_token_id=eot,
         pad_token_id=eot,
@@ -135,7 +154,8 @@ def build_hf_folder(shape: Phi3Shape, folder: Path) -> None:
         model = Phi3ForCausalLM(config).eval()
     finally:
         torch.set_default_dtype(default)
-    _imprint_reply(model, tokenizer, shape.hidden_size, len(tokenizer))
+    if shape.imprint:
+        _imprint_reply(model, tokenizer, shape.hidden_size, len(tokenizer))
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     GenerationConfig(
