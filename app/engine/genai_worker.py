@@ -147,18 +147,16 @@ def cache_window(cfg: WorkerConfig) -> int | None:
         return None
     from app.textmodel import context_length_of
 
-    window = model_window(
-        cfg.model_path, context_length_of(Path(cfg.model_path)), kv_block_size(cfg.device)
-    )
+    block = kv_block_size(cfg.device)
+    window = model_window(cfg.model_path, context_length_of(Path(cfg.model_path)), block)
     if window is None:
         logger.info("KV cache keeps every block (the model has no shorter sliding window)")
     else:
-        areas = EvictionAreas.for_window(window, kv_block_size(cfg.device))
         logger.info(
             "KV cache keeps each sequence's last %d-token attention window: at most %d "
             "tokens a sequence once its prompt is in",
             window,
-            areas.tokens_per_sequence(kv_block_size(cfg.device)),
+            EvictionAreas.for_window(window, block).tokens_per_sequence(block),
         )
     return window
 
@@ -219,6 +217,11 @@ def run(cfg: WorkerConfig, inbox: Queue[Any], out: Connection) -> None:
             if kind == "stop":
                 for handle in handles.values():
                     handle.cancel()
+                if handles:
+                    # genai frees a cancelled sequence's blocks in its next step; without
+                    # one, its teardown reports every such block as leaked (once a layer
+                    # with the window cache).
+                    pipe.step()
                 return
             if kind == "add":
                 _, rid, prompt_ids, params = message

@@ -58,6 +58,27 @@ def test_cancel_frees_the_engine(tiny_model_dir: Path, text_model: TextModel) ->
     asyncio.run(scenario())
 
 
+def test_close_with_streams_running_frees_their_blocks(
+    window_model_dir: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A shutdown that cuts streams off (past the drain timeout) leaves genai nothing to
+    report: its teardown prints a leaked-blocks error for every sequence still holding
+    blocks, once per layer with the window cache."""
+
+    async def scenario() -> None:
+        engine = engine_for(window_model_dir)
+        await engine.start()
+        await engine.wait_ready()
+        params = SamplingParams(max_new_tokens=3000, temperature=0, ignore_eos=True)
+        streams = [engine.generate(list(range(10, 610)), params) for _ in range(3)]
+        for stream in streams:
+            await stream.__anext__()
+        await engine.close()
+
+    asyncio.run(scenario())
+    assert "leaked" not in capfd.readouterr().err
+
+
 def test_streams_are_batched_together(tiny_server: Server) -> None:
     """Eight streams at once all finish, with the same text each would get alone."""
 
