@@ -55,6 +55,7 @@ def http_stream(
     model: str,
     api_key: str | None = None,
     extra: dict[str, Any] | None = None,
+    timeout_s: float = 600,
 ) -> StreamFn:
     """Token arrivals from a streaming chat completion. Usage (when sent) is trusted for
     the token count; otherwise one content chunk is one token. `extra` is how a server
@@ -65,7 +66,7 @@ def http_stream(
     about 340 us per streamed token here against aiohttp's 250. One session per request,
     so that no connection outlives the event loop it was opened on."""
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-    timeout = aiohttp.ClientTimeout(total=600, connect=10)
+    timeout = aiohttp.ClientTimeout(total=timeout_s, connect=10)
 
     async def stream(prompt: str, max_tokens: int) -> AsyncIterator[int]:
         body = {

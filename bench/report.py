@@ -233,7 +233,8 @@ def write_report(results: list[LevelResult], extras: dict[str, Any], doc: Path, 
         kib = {k: v["real"] for k, v in c["kv_kib_per_token"].items()}
         counted = {k: v["accounted"] for k, v in c["kv_kib_per_token"].items()}
         full = 8 * 4096 * kib["u4"] / 2**20
-        held = {k: int(2 * 2**20 / v) for k, v in kib.items()}  # tokens in a 2 GiB cache
+        window_tokens = 7 * 2176 + 4096 + 256
+        window_gib = window_tokens * kib["u4"] / 2**20
         limit = ""
         if "memory_limit_bytes" in c:
             limit = (
@@ -245,11 +246,20 @@ def write_report(results: list[LevelResult], extras: dict[str, Any], doc: Path, 
                 f"repacked copy, so the kernel reclaims those file pages under the limit "
                 f"without slowing decoding."
             )
+        held_at_once = (
+            f"all {c['contexts']} held at once (the last first token came at "
+            f"{c['last_first_token_s']:.0f} s, the first request ended at "
+            f"{c['first_finish_s']:.0f} s)"
+            if c.get("held_at_once")
+            else "NOT all held at once (a request ended before the last one started)"
+        )
         lines += [
             "",
-            f"Contexts held at once: {c['contexts']} requests, each a {c['prompt_tokens']}-token "
-            f"prompt (distinct, so no shared prefix blocks) plus "
-            f"{max(c['completion_tokens'])} generated tokens, with `{c['flags']}`: peak RSS "
+            f"Contexts: {c['contexts']} requests, each a {c['prompt_tokens']}-token prompt "
+            f"(distinct, so no shared prefix blocks) plus {max(c['completion_tokens'])} "
+            f"generated tokens, a {c['prompt_tokens'] + max(c['completion_tokens'])}-token "
+            f"context, with `{c['flags']}` and the cache cut to the model's 2047-token "
+            f"attention window (`--kv-cache-window`, the default): {held_at_once}; peak RSS "
             f"(server + engine) {c['peak_rss_mb']:.0f} MB, completion tokens "
             f"{c['completion_tokens']}, {c['duration_s']:.0f} s in all (prefill is "
             f"compute-bound on 2 cores).{limit}",
@@ -257,12 +267,16 @@ def write_report(results: list[LevelResult], extras: dict[str, Any], doc: Path, 
             f"KV cache per token (`bench/kvbytes.py`, the cache tensors' real size): u8 "
             f"{kib['u8']} KiB, u4 {kib['u4']} KiB, f16 {kib['f16']} KiB. openvino-genai's "
             f"block budget counts u4 as a byte ({counted['u4']} KiB), so ovchat gives it twice "
-            f"`--kv-cache-gb` at u4 and the cache takes what was asked. At u4, the most "
-            f"compact, 8 full 4096-token contexts need {full:.1f} GiB of KV cache on top of "
-            f"the compiled weights and runtime (2.9 GB of anonymous memory with the cache "
-            f"empty, measured apart from this run): they do not fit in 6 GB. What a 6 GB "
-            f"server holds is a 2 GiB cache: at u4 {held['u4']} tokens (the 8 contexts above, "
-            f"or {held['u4'] // 4096} full 4k ones), at u8 {held['u8']}.",
+            f"`--kv-cache-gb` at u4 and the cache takes what was asked (`--kv-cache-tokens` "
+            f"counts blocks and needs no correction). Holding every block, 8 full 4096-token "
+            f"contexts would need {full:.1f} GiB of KV cache at u4, the most compact, on top "
+            f"of the compiled weights and runtime (2.9 GB of anonymous memory with the cache "
+            f"empty, measured apart from this run), more than 6 GB. Phi-3-mini attends only "
+            f"its last 2047 tokens, so once a prompt is in, the window cache keeps at most "
+            f"2176 of them a sequence (32 start, 2080 recent covering the window, 32 "
+            f"evictable, and the block being filled). Seven of those, one 4096-token prompt "
+            f"prefilling and the next one's first 256-token chunk are {window_tokens} tokens, "
+            f"{window_gib:.2f} GiB at u4.",
         ]
     if "sweep" in extras:
         lines += [
