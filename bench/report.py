@@ -278,6 +278,25 @@ def write_report(results: list[LevelResult], extras: dict[str, Any], doc: Path, 
             f"prefilling and the next one's first 256-token chunk are {window_tokens} tokens, "
             f"{window_gib:.2f} GiB at u4.",
         ]
+    if "phi3-shaped" in extras and "window_cache" in extras["phi3-shaped"]:
+        w = extras["phi3-shaped"]["window_cache"]
+        lines += [
+            "",
+            f"Window cache cost (`python bench/window_cache.py model_store/phi3-shaped/int4 "
+            f"{w['prompt_tokens']} {w['new_tokens']}`): one {w['prompt_tokens']}-token random "
+            f"prompt, {w['new_tokens']} tokens greedily, in process with the engine's "
+            f"scheduler config ({', '.join(f'{k}={v}' for k, v in w['settings'].items())}); "
+            f"the model's window is {w['window']} tokens.",
+            "",
+            "| cache | TTFT s | TPOT ms (median) | cache in use at the end, % | same tokens as "
+            "the first run |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {name} | {r['ttft_s']} | {r['tpot_ms']} | {r['end_cache_pct']} | "
+            f"{'yes' if r['same_tokens'] else 'NO'} |"
+            for name, r in w["runs"].items()
+        ]
     if "sweep" in extras:
         lines += [
             "",

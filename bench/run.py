@@ -576,7 +576,21 @@ def phi3_shaped(bandwidth: float, logs: Path) -> dict[str, Any]:
         "peak_rss_mb": peak / 1e6,
         "levels": [asdict(r) for r in results],
         "contexts": full_contexts_probe(model, logs),
+        "window_cache": window_cache(model),
     }
+
+
+def window_cache(model: Path) -> dict[str, Any]:
+    """bench/window_cache.py on a 2600-token prompt: the window cache's cost and tokens."""
+    out = subprocess.run(
+        [sys.executable, "bench/window_cache.py", str(model), "2600", "24"],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
 
 
 # 8 full Phi-3-mini contexts in 6 GB. ~2.9 GB of compiled weights and runtime leave ~3 GB

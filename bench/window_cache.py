@@ -1,15 +1,14 @@
-"""Can a sliding-window model's KV cache be cut to its window without changing outputs?
+"""What the window cache (kv_cache_window) costs and keeps on a sliding-window model.
 
-Phi-3-mini attends only `sliding_window` (2047) tokens back, and its exported graph keeps
-that window through genai's paged-attention rewrite, yet genai holds every block of a
-sequence. Its score-based cache eviction, given a "recent" area that covers the window
-(plus a block of slack, as only full blocks are evicted), can only drop blocks the model
-can no longer attend. This runs the same random prompt greedily with and without that
-eviction and prints whether the generated tokens are identical, with the cache each run
-used at its peak and at its end. An experiment for a setting not built yet, so it is not
-part of `make bench`.
+Runs one random prompt longer than the window greedily, with the engine's own scheduler
+config (app/engine/genai_worker.py), twice with every block kept and once with the cache
+cut to the model's window, in process. Prints for each run the time to first token, the
+decode time per token (median), the cache in use at the end, and whether its tokens equal
+the first run's. The second full run is a determinism check: on near-tied logits runs can
+differ by themselves, and the comparison would then prove nothing. Part of
+`make bench ARGS=--phi3`; alone:
 
-    python bench/window_cache.py model_store/phi3-shaped/int4 3000 64"""
+    python bench/window_cache.py model_store/phi3-shaped/int4 2600 24"""
 
 from __future__ import annotations
 
@@ -19,13 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-BLOCK = 32  # genai's KV block size on CPU
-START = BLOCK  # the smallest start and evictable areas genai accepts
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-
-def window_recent_size(window: int) -> int:
-    """The recent area, in whole blocks, that always holds the last `window` tokens."""
-    return (window + 1 + BLOCK - 1) // BLOCK * BLOCK + BLOCK
+# Sized in tokens at u4, as a Phi-3-mini server in 6 GB runs (bench/run.py CONTEXT_FLAGS),
+# with a step budget that prefills in 256-token chunks.
+SETTINGS = {"kv_cache_tokens": 8192, "kv_cache_precision": "u4", "max_num_batched_tokens": 256}
 
 
 def run(model: str, prompt: list[int], new_tokens: int, window: int | None) -> dict[str, Any]:
@@ -33,72 +31,79 @@ def run(model: str, prompt: list[int], new_tokens: int, window: int | None) -> d
     import openvino as ov
     import openvino_genai as ov_genai
 
-    sched = ov_genai.SchedulerConfig()
-    sched.cache_size = 2
-    sched.max_num_seqs = 8
-    sched.max_num_batched_tokens = 256
-    sched.dynamic_split_fuse = True
-    sched.enable_prefix_caching = False
-    if window is not None:
-        recent = window_recent_size(window)
-        sched.use_cache_eviction = True
-        sched.cache_eviction_config = ov_genai.CacheEvictionConfig(
-            START, recent, START + recent + BLOCK, ov_genai.AggregationMode.NORM_SUM, False
-        )
-    pipe = ov_genai.ContinuousBatchingPipeline(model, sched, "CPU", {"KV_CACHE_PRECISION": "u8"})
-    config = ov_genai.GenerationConfig()
-    config.max_new_tokens = new_tokens
-    config.ignore_eos = True
-    started = time.monotonic()
+    from app.engine.base import SamplingParams
+    from app.engine.genai_worker import WorkerConfig, generation_config, scheduler_config
+    from app.settings import Settings
+
+    cfg = WorkerConfig.from_settings(Settings(**SETTINGS), model, "CPU")  # type: ignore[arg-type]
+    pipe = ov_genai.ContinuousBatchingPipeline(
+        model, scheduler_config(cfg, window), "CPU", cfg.properties
+    )
+    params = SamplingParams(max_new_tokens=new_tokens, temperature=0, ignore_eos=True)
     ids: Any = np.asarray([prompt], dtype=np.int64)
-    handle = pipe.add_request(0, ov.Tensor(ids), config)
+    started = time.perf_counter()
+    handle = pipe.add_request(0, ov.Tensor(ids), generation_config(params))
     tokens: list[int] = []
-    peak = last = 0.0
+    steps: list[float] = []
+    ttft = 0.0
     while pipe.has_non_finished_requests():
+        step_started = time.perf_counter()
         pipe.step()
-        last = pipe.get_metrics().cache_usage
-        peak = max(peak, last)
+        step_s = time.perf_counter() - step_started
         if handle.can_read():
             for output in handle.read().values():
+                if tokens:
+                    steps.append(step_s)
+                else:
+                    ttft = time.perf_counter() - started
                 tokens.extend(output.generated_ids)
     return {
         "tokens": tokens,
-        "peak_cache_pct": round(peak, 2),
-        "end_cache_pct": round(last, 2),
-        "seconds": round(time.monotonic() - started, 1),
+        "ttft_s": round(ttft, 2),
+        "tpot_ms": round(1000 * float(np.median(steps)), 1),
+        "end_cache_pct": round(pipe.get_metrics().cache_usage, 1),
+    }
+
+
+def compare(model: str, prompt_tokens: int, new_tokens: int) -> dict[str, Any]:
+    import numpy as np
+
+    from app.engine.kv_window import model_window
+
+    window = model_window(model, 4096, 32)
+    if window is None:
+        sys.exit(f"{model} has no sliding window shorter than its context")
+    vocab = json.loads((Path(model) / "config.json").read_text())["vocab_size"]
+    prompt = np.random.default_rng(1).integers(100, vocab - 100, size=prompt_tokens).tolist()
+    runs = {
+        "every block": run(model, prompt, new_tokens, None),
+        "every block, again": run(model, prompt, new_tokens, None),
+        "window only": run(model, prompt, new_tokens, window),
+    }
+    first = runs["every block"]["tokens"]
+    for result in runs.values():
+        result["same_tokens"] = result.pop("tokens") == first
+    return {
+        "window": window,
+        "prompt_tokens": prompt_tokens,
+        "new_tokens": new_tokens,
+        "settings": SETTINGS,
+        "runs": runs,
     }
 
 
 def main() -> None:
     model, prompt_tokens, new_tokens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    window = json.loads((Path(model) / "config.json").read_text()).get("sliding_window")
-    if not isinstance(window, int):
-        sys.exit(f"{model} has no sliding_window in its config")
-    import numpy as np
-
-    prompt = np.random.default_rng(1).integers(100, 30000, size=prompt_tokens).tolist()
-    # Twice with every block first: on near-tied logits (the tiny test model on random
-    # prompts) runs differ by themselves, and a comparison would then prove nothing.
-    runs = [
-        ("every block", run(model, prompt, new_tokens, None)),
-        ("every block, again", run(model, prompt, new_tokens, None)),
-        ("window only", run(model, prompt, new_tokens, window)),
-    ]
-    print(f"{model}: window {window}, prompt {prompt_tokens}, generated {new_tokens}")
-    print("| cache | peak % | end % | seconds | tokens | same as the first |")
-    print("|---|---|---|---|---|---|")
-    first = runs[0][1]["tokens"]
-    for name, result in runs:
+    result = compare(model, prompt_tokens, new_tokens)
+    print(f"{model}: window {result['window']}, prompt {prompt_tokens}, generated {new_tokens}")
+    print("| cache | TTFT s | TPOT ms | end cache % | same tokens as the first |")
+    print("|---|---|---|---|---|")
+    for name, r in result["runs"].items():
         print(
-            f"| {name} | {result['peak_cache_pct']} | {result['end_cache_pct']} "
-            f"| {result['seconds']} | {len(result['tokens'])} | {result['tokens'] == first} |"
+            f"| {name} | {r['ttft_s']} | {r['tpot_ms']} | {r['end_cache_pct']} "
+            f"| {r['same_tokens']} |"
         )
-    if runs[1][1]["tokens"] != first:
-        print("the model is not deterministic on this prompt: nothing is shown")
-    elif runs[2][1]["tokens"] == first:
-        print("identical tokens with the window-only cache")
-    else:
-        print("TOKENS DIFFER with the window-only cache")
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
