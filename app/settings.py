@@ -125,7 +125,8 @@ class Settings(BaseSettings):
         description="For a model whose every layer attends a sliding window shorter than "
         "its context (Phi-3-mini-4k: 2047 tokens, read from the exported graph), free the "
         "KV blocks a sequence can no longer attend once its prompt is in: at most ~2.2k "
-        "tokens a sequence instead of 4k, the same tokens out (tests compare them).",
+        "tokens a sequence instead of 4k, the same tokens out (tests compare them). CPU "
+        "only: on other devices every block is kept.",
     )
     kv_cache_precision: Literal["auto", "u4", "u8", "f16", "bf16", "f32"] = Field(
         "auto",

@@ -2,9 +2,10 @@
 engine, and the same tokens out as with every block kept.
 
 The model is tiny-phi3-window: a 64-token window, random weights at a scale where every
-token depends on what the model attends (the first test shows it does, and that the graph
-applies the window), so a cache that dropped a block still in the window would change the
-tokens (the last test shows that it does)."""
+token depends on what the model attends (test_outputs_depend_on_the_window_and_only_on_it
+shows it does, and that the graph applies the window), so a cache that dropped a block
+still in the window would change the tokens (test_a_cache_cut_inside_the_window_changes_
+the_tokens shows that it does)."""
 
 from __future__ import annotations
 
@@ -157,6 +158,7 @@ def test_engine_cuts_the_cache_to_the_window_by_default(window_model_dir: Path) 
     on = worker_config(window_model_dir, kv_cache_tokens=1600, **EXACT)
     off = worker_config(window_model_dir, kv_cache_window=False)
     assert (cache_window(on), cache_window(off)) == (WINDOW, None)
+    assert cache_window(replace(on, device="GPU.0")) is None  # checked on CPU only
     batch = prompts(2, seed=11)
     expected, _, _ = run_in_process(window_model_dir, batch, None, **EXACT)
     late_usage: list[float] = []
