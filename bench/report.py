@@ -233,7 +233,11 @@ def write_report(results: list[LevelResult], extras: dict[str, Any], doc: Path, 
         kib = {k: v["real"] for k, v in c["kv_kib_per_token"].items()}
         counted = {k: v["accounted"] for k, v in c["kv_kib_per_token"].items()}
         full = 8 * 4096 * kib["u4"] / 2**20
-        window_tokens = 7 * 2176 + 4096 + 256
+        from app.engine.kv_window import EvictionAreas
+
+        areas = EvictionAreas.for_window(2047, 32)  # Phi-3-mini's window, CPU blocks
+        kept = areas.tokens_per_sequence(32)
+        window_tokens = 7 * kept + 4096 + 256
         window_gib = window_tokens * kib["u4"] / 2**20
         limit = ""
         if "memory_limit_bytes" in c:
@@ -273,7 +277,8 @@ def write_report(results: list[LevelResult], extras: dict[str, Any], doc: Path, 
             f"of the compiled weights and runtime (2.9 GB of anonymous memory with the cache "
             f"empty, measured apart from this run), more than 6 GB. Phi-3-mini attends only "
             f"its last 2047 tokens, so once a prompt is in, the window cache keeps at most "
-            f"2176 of them a sequence (32 start, 2080 recent covering the window, 32 "
+            f"{kept} of them a sequence ({areas.start} start, {areas.recent} recent covering the "
+            f"window, {areas.max_cache - areas.start - areas.recent} "
             f"evictable, and the block being filled). Seven of those, one 4096-token prompt "
             f"prefilling and the next one's first 256-token chunk are {window_tokens} tokens, "
             f"{window_gib:.2f} GiB at u4.",

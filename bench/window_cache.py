@@ -68,9 +68,10 @@ def run(model: str, prompt: list[int], new_tokens: int, window: int | None) -> d
 def compare(model: str, prompt_tokens: int, new_tokens: int) -> dict[str, Any]:
     import numpy as np
 
-    from app.engine.kv_window import model_window
+    from app.engine.kv_window import kv_block_size, model_window
+    from app.textmodel import context_length_of
 
-    window = model_window(model, 4096, 32)
+    window = model_window(model, context_length_of(Path(model)), kv_block_size("CPU"))
     if window is None:
         sys.exit(f"{model} has no sliding window shorter than its context")
     vocab = json.loads((Path(model) / "config.json").read_text())["vocab_size"]
