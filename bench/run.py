@@ -309,6 +309,43 @@ async def long_prompt_probe(url: str, text_model: TextModel) -> dict[str, float]
     }
 
 
+SCALING_LEVELS = [1, 8, 16, 32]
+SCALING_ROUNDS = 6
+
+
+async def scaling_probe(url: str, prompt: str) -> dict[str, Any]:
+    """Aggregate tokens/s at 1, 8, 16 and 32 streams, in interleaved rounds on one server.
+
+    The sweep's levels run a minute apart, and this machine's speed drifts by tens of
+    percent over minutes: in single passes c32 came out 25% above c16 in one run and 12%
+    below it in the next, with no code change between. Taking the three levels back to
+    back, order reversed every round, makes each round's c8/c1 and c32/c16 paired."""
+    stream = http_stream(url, "bench")
+    async for _ in stream("warm up", 8):
+        pass
+    tok: dict[int, list[float]] = {level: [] for level in SCALING_LEVELS}
+    failed = 0
+    for round_ in range(SCALING_ROUNDS):
+        for level in SCALING_LEVELS if round_ % 2 == 0 else SCALING_LEVELS[::-1]:
+            result = await run_level(
+                "ovchat-genai", stream, "short", prompt, level, requests_for(level), OUT_TOKENS
+            )
+            tok[level].append(result.output_tok_per_s)
+            failed += result.errors + result.incomplete
+    probe: dict[str, Any] = {
+        "rounds": SCALING_ROUNDS,
+        "tok_s": {str(level): values for level, values in tok.items()},
+        "median_tok_s": {str(level): statistics.median(v) for level, v in tok.items()},
+        "failed": failed,
+    }
+    for low, high in ((1, 8), (16, 32)):
+        ratios = [b / a for a, b in zip(tok[low], tok[high], strict=True)]
+        probe[f"c{high}_over_c{low}_per_round"] = [round(r, 3) for r in ratios]
+        probe[f"c{high}_over_c{low}_median"] = statistics.median(ratios)
+    print(json.dumps({"scaling": probe}), flush=True)
+    return probe
+
+
 # Each engine setting that has a default to justify, one at a time against the defaults.
 SWEEP: list[tuple[str, list[str]]] = [
     ("defaults", []),
@@ -772,6 +809,7 @@ def main() -> int:
         results += res
         extras["ovchat-genai"] = info
         with server(ovchat_cmd(model, port), f"{url}/health", logs / "probes.log"):
+            extras["scaling"] = asyncio.run(scaling_probe(url, prompt_set["short"]))
             extras["prefix_cache"] = asyncio.run(prefix_cache_probe(url, text))
             extras["long_prompt"] = asyncio.run(long_prompt_probe(url, text))
         cache = RESULTS / "ov-cache"
