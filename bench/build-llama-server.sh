@@ -2,11 +2,15 @@
 # Builds llama.cpp's own C++ server (llama-server) from the llama.cpp sources vendored in
 # llama-cpp-python's PyPI sdist: the one place this network (PyPI, Debian, npm) offers
 # them. Same llama.cpp as the Python server next to it, CPU-native, static, no web UI.
+# Also llama-bench, llama-quantize and the HF-to-GGUF converter, which
+# bench/phi3_llamacpp.py uses to run the Phi-3-shaped weights through llama.cpp.
 set -euo pipefail
 version="$1"
 venv="$2"
 work="build/llama-server-src"
-if [ -x "$venv/bin/llama-server" ]; then
+share="$venv/share/llama.cpp"
+if [ -x "$venv/bin/llama-server" ] && [ -x "$venv/bin/llama-bench" ] \
+    && [ -x "$venv/bin/llama-quantize" ] && [ -f "$share/convert_hf_to_gguf.py" ]; then
     exit 0
 fi
 if ! command -v cmake >/dev/null; then
@@ -23,6 +27,10 @@ src="$work/llama_cpp_python-$version/vendor/llama.cpp"
 cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
     -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
     -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
-cmake --build "$work/build" --target llama-server -j "$(nproc)"
-cp "$work/build/bin/llama-server" "$venv/bin/llama-server"
+cmake --build "$work/build" --target llama-server llama-bench llama-quantize -j "$(nproc)"
+cp "$work/build/bin/llama-server" "$work/build/bin/llama-bench" \
+    "$work/build/bin/llama-quantize" "$venv/bin/"
+rm -rf "$share"
+mkdir -p "$share"
+cp -r "$src/convert_hf_to_gguf.py" "$src/conversion" "$src/gguf-py" "$share/"
 rm -rf "$work"

@@ -7,10 +7,11 @@ ovchat's int4 export in model_store/phi3-shaped, and the same checkpoint convert
 llama.cpp's own converter and quantized to Q4_0 (4.5 bits a weight, its plainest 4-bit
 format). Decode only, one stream, the two taken in turns, order reversed every round.
 
-Needs llama.cpp's sources and its llama-bench and llama-quantize binaries, built from the
-sdist that `make bench-llamacpp` uses:
+Needs llama.cpp's converter and its llama-bench and llama-quantize, which
+`make bench-llamacpp` builds into .venv-llamacpp; then, with model_store/phi3-shaped built
+(`ovchat model build phi3-shaped`):
 
-    python bench/phi3_llamacpp.py --llama-src DIR/vendor/llama.cpp --llama-bin DIR/build/bin
+    .venv/bin/python bench/phi3_llamacpp.py
 """
 
 from __future__ import annotations
@@ -99,8 +100,9 @@ def gguf_bytes_per_token(llama_src: Path, gguf_file: Path) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--llama-src", type=Path, required=True)
-    parser.add_argument("--llama-bin", type=Path, required=True)
+    venv = ROOT / ".venv-llamacpp"  # where make bench-llamacpp puts them
+    parser.add_argument("--llama-src", type=Path, default=venv / "share" / "llama.cpp")
+    parser.add_argument("--llama-bin", type=Path, default=venv / "bin")
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
 
