@@ -316,10 +316,11 @@ SCALING_ROUNDS = 6
 async def scaling_probe(url: str, prompt: str) -> dict[str, Any]:
     """Aggregate tokens/s at 1, 8, 16 and 32 streams, in interleaved rounds on one server.
 
-    The sweep's levels run a minute apart, and this machine's speed drifts by tens of
-    percent over minutes: in single passes c32 came out 25% above c16 in one run and 12%
-    below it in the next, with no code change between. Taking the three levels back to
-    back, order reversed every round, makes each round's c8/c1 and c32/c16 paired."""
+    The per-level tables take their levels a minute or more apart, and this machine's
+    speed drifts by tens of percent over minutes: in single passes c32 came out 25% above
+    c16 in one run and 12% below it in the next, with no code change between. Taking the
+    four levels back to back, order reversed every round, pairs each round's c8/c1 and
+    c32/c16."""
     stream = http_stream(url, "bench")
     async for _ in stream("warm up", 8):
         pass
