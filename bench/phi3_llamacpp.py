@@ -108,18 +108,18 @@ def main() -> int:
 
     import openvino_genai as ov_genai
 
+    from app.engine.genai_worker import WorkerConfig, scheduler_config
     from app.modelstore import store
+    from app.settings import Settings
 
     model = store.model_dir(ROOT / "model_store", "phi3-shaped")
     bandwidth = [measure_bandwidth()]
     with tempfile.TemporaryDirectory(prefix="phi3-llamacpp-") as tmp:
         q4 = build_gguf(args.llama_src, args.llama_bin, Path(tmp))
-        sched = ov_genai.SchedulerConfig()
-        sched.cache_size = 1
-        sched.max_num_seqs = 16
-        sched.max_num_batched_tokens = 16
+        # ovchat's own defaults, as its engine process builds them.
+        cfg = WorkerConfig.from_settings(Settings(), str(model), "CPU")
         pipe = ov_genai.ContinuousBatchingPipeline(
-            str(model), sched, "CPU", {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
+            str(model), scheduler_config(cfg), "CPU", cfg.properties
         )
         decode = ov_genai.GenerationConfig(max_new_tokens=DECODE_TOKENS, ignore_eos=True)
         first = ov_genai.GenerationConfig(max_new_tokens=1, ignore_eos=True)
