@@ -88,7 +88,6 @@ class ChatFormatter:
     def __init__(self, model_type: str, template: ChatTemplate | None) -> None:
         self._builtin = model_type == "phi3"
         self._template = template
-        self.available = self._builtin or template is not None
 
     @property
     def kind(self) -> str:

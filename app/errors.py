@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.protocol import ErrorBody, ErrorResponse
+from app.protocol.openai_common import ErrorBody, ErrorResponse
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,11 @@ def validation_error(exc: RequestValidationError) -> ApiError:
         )
     param = _param(tuple(first.get("loc", ())))
     msg = first.get("msg", "invalid request")
+    if first.get("type") == "ovchat_rule":  # a model validator's rule (protocol.rule_error)
+        context = first.get("ctx") or {}
+        inner = context.get("param")
+        param = f"{param}.{inner}" if param and inner else inner or param
+        return ApiError(400, msg, param=param, code=context.get("code", "invalid_value"))
     if first.get("type") == "missing":
         message = f"Missing required parameter: '{param}'."
         code = "missing_required_parameter"

@@ -44,7 +44,7 @@ def build(app: FastAPI) -> dict[str, Any]:
                     }
                 }
     if "ErrorResponse" not in components:
-        from app.protocol import ErrorResponse
+        from app.protocol.openai_common import ErrorResponse
 
         components["ErrorResponse"] = ErrorResponse.model_json_schema(
             ref_template="#/components/schemas/{model}"

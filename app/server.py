@@ -17,7 +17,8 @@ from app import __version__, errors, openapi
 from app.admission import Admission
 from app.api import chat, completions, health, models, page, tokenize
 from app.api import metrics as metrics_api
-from app.engine.base import Engine, EngineStartError
+from app.engine.base import Engine
+from app.engine.registry import build_engine
 from app.metrics import Metrics
 from app.middleware import (
     AccessLogMiddleware,
@@ -26,52 +27,14 @@ from app.middleware import (
     RequestIdMiddleware,
 )
 from app.modelstore import store
-from app.protocol import now
+from app.protocol.openai_common import now
 from app.settings import Settings
 from app.state import ServerState
-from app.textmodel import TextModel, context_length_of
+from app.textmodel import TextModel
 
 logger = logging.getLogger(__name__)
 
 EngineFactory = Callable[[Settings, store.ResolvedModel], Engine]
-
-
-def build_engine(settings: Settings, model: store.ResolvedModel) -> Engine:
-    from app.engine.device import resolve_device
-
-    device = resolve_device(settings.device)
-    if settings.engine == "optimum":
-        from app.engine.optimum import OptimumEngine
-
-        return OptimumEngine(model.path, device, settings.engine_properties())
-    from app.engine.genai import GenaiEngine
-    from app.engine.genai_worker import WorkerConfig
-
-    return GenaiEngine(WorkerConfig.from_settings(settings, str(model.path), device))
-
-
-def check_scheduler(settings: Settings, model: store.ResolvedModel) -> None:
-    """Scheduler settings that genai accepts but cannot honour refuse to start (as vLLM
-    refuses them): a step budget below max_num_seqs would leave running sequences without
-    a token in some steps, and without split-fuse a prompt longer than the budget kills the
-    engine process mid-step."""
-    if settings.engine != "genai":
-        return
-    if settings.max_num_batched_tokens < settings.max_num_seqs:
-        raise EngineStartError(
-            f"--max-num-batched-tokens ({settings.max_num_batched_tokens}) must be at least "
-            f"--max-num-seqs ({settings.max_num_seqs}): every running sequence needs its "
-            f"token in each step"
-        )
-    if settings.dynamic_split_fuse:
-        return
-    context = context_length_of(model.path)
-    if settings.max_num_batched_tokens < context:
-        raise EngineStartError(
-            f"--no-dynamic-split-fuse needs --max-num-batched-tokens >= the model's context "
-            f"length ({context}), not {settings.max_num_batched_tokens}: without chunked "
-            f"prefill a prompt must fit in one step"
-        )
 
 
 def _fingerprint(model: store.ResolvedModel, engine: str) -> str:
@@ -87,7 +50,6 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
     binds; the model itself is loaded in the lifespan, once."""
     model = store.resolve(settings.model, settings.model_store)
     logger.info("Serving %s from %s (%s)", model.name, model.path, model.reason)
-    check_scheduler(settings, model)
     engine = engine_factory(settings, model)
     metrics = Metrics()
     metrics.watch_engine(engine.stats)

@@ -172,6 +172,14 @@ class Settings(BaseSettings):
     max_tool_calls: int = Field(
         4, ge=1, description="Most parallel tool calls in one forced (required) reply."
     )
+    grammar_check_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest a new grammar (response_format schema, forced tool calls) may "
+        "take to compile before it is refused with 400: the engine compiles a grammar inside "
+        "a step, so every stream would wait that long. Each grammar is compiled once first, "
+        "by the engine's own compiler in a probe process.",
+    )
 
     @classmethod
     def default_of(cls, name: str) -> object:

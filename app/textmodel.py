@@ -7,14 +7,16 @@ import functools
 import json
 import logging
 import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from tokenizers import Tokenizer
+from tokenizers import AddedToken, Tokenizer
 
-from app.chat_format import ChatFormatter, ChatTemplate
+from app.chat_format import ChatFormatter, ChatTemplate, Turn
+from app.prompt_templates import PHI3_ADDED_TOKENS
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +48,12 @@ def _context_length(config: dict[str, Any], tokenizer_limit: int | None) -> int:
     return tokenizer_limit if tokenizer_limit is not None and tokenizer_limit < 10**7 else 2048
 
 
-def context_length_of(folder: Path) -> int:
-    """The context length from the model's config alone (no tokenizer load)."""
-    return _context_length(json.loads((folder / "config.json").read_text()), None)
+def model_context_length(folder: Path) -> int:
+    """The model's context length: its config's, else its tokenizer's stated limit. The one
+    source for the server's budget checks and the engine's scheduler checks."""
+    config = json.loads((folder / "config.json").read_text())
+    limit = _read_json(folder / "tokenizer_config.json").get("model_max_length")
+    return _context_length(config, limit if isinstance(limit, int) else None)
 
 
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
@@ -113,6 +118,130 @@ class Codec(Protocol):
     @property
     def vocab_size(self) -> int: ...
 
+    def added_tokens(self) -> dict[str, bool]:
+        """Every added token's text, and whether the tokenizer marks it special."""
+        ...
+
+    def prompt_encoder(self, markers: frozenset[str]) -> PromptEncoder: ...
+
+
+class PromptEncoder(Protocol):
+    def escape(self, content: str) -> str:
+        """Message content ready for the template: markers it spells stand in for."""
+        ...
+
+    def encode(self, rendered: str) -> list[int]:
+        """The rendered prompt's ids: the template's markers special, the rest text."""
+        ...
+
+
+class MarkerEncoder:
+    """Encodes chat prompts so that only the template's own markers become special tokens:
+    in message content `<|im_end|>` is the ten characters it spells, never the end of a
+    turn, whatever role the message has.
+
+    Before rendering, each marker spelled in content is replaced by a stand-in, a string
+    no client can write (private-use characters around a secret number): the template
+    renders content as it always does (trims, conditions, tojson), and afterwards the only
+    marker text left in the prompt is the template's. For encoding, the tokenizer is
+    copied with every marker disabled (marked special, special tokens not parsed) and an
+    alias added per marker (also unwritable, with the marker's own lstrip, rstrip and
+    single_word, mapped back to its id): the template's markers become aliases, stand-ins
+    become their marker's plain text again, and the whole prompt is encoded in one pass.
+    The text is split and normalized exactly where the original tokenizer splits it, so a
+    prompt whose content spells no marker gets the very ids it always got."""
+
+    def __init__(self, backend: Tokenizer, markers: frozenset[str]) -> None:
+        data = json.loads(backend.to_str())
+        added = [entry for entry in data.get("added_tokens", []) if entry["content"] in markers]
+        for entry in added:
+            entry["special"] = True
+        self._tokenizer = Tokenizer.from_str(json.dumps(data))
+        self._tokenizer.encode_special_tokens = True
+        # Digits only: a template's `upper` or `title` leaves them as they are.
+        secret = secrets.randbelow(10**12)
+        self._stand_ins: dict[str, str] = {}  # marker -> its stand-in in content
+        self._encoded: dict[str, str] = {}  # marker or stand-in -> what is encoded
+        self._ids: dict[int, int] = {}  # alias id -> marker id
+        for i, entry in enumerate(added):
+            marker = entry["content"]
+            alias = f"\ue000{secret}:{i}\ue001"
+            stand_in = f"\ue002{secret}:{i}\ue003"
+            self._tokenizer.add_tokens(
+                [
+                    AddedToken(
+                        alias,
+                        single_word=entry.get("single_word", False),
+                        lstrip=entry.get("lstrip", False),
+                        rstrip=entry.get("rstrip", False),
+                        normalized=entry.get("normalized", False),
+                        special=False,
+                    )
+                ]
+            )
+            self._ids[int(self._tokenizer.token_to_id(alias))] = int(entry["id"])
+            self._stand_ins[marker] = stand_in
+            self._encoded[marker] = alias
+            self._encoded[stand_in] = marker
+        # Longest first: at one position the longest marker wins, as the tokenizer's own
+        # matching does (`<|endoftext|>` over `<|end|>`).
+        self._markers = _alternation(self._stand_ins)
+        self._rendered = _alternation(self._encoded)
+
+    def escape(self, content: str) -> str:
+        if self._markers is None:
+            return content
+        return self._markers.sub(lambda m: self._stand_ins[m.group()], content)
+
+    def encode(self, rendered: str) -> list[int]:
+        if self._rendered is not None:
+            rendered = self._rendered.sub(lambda m: self._encoded[m.group()], rendered)
+        ids = self._tokenizer.encode(rendered, add_special_tokens=False).ids
+        return [self._ids.get(i, i) for i in ids]
+
+
+def _alternation(strings: dict[str, str]) -> re.Pattern[str] | None:
+    ordered = sorted(strings, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+
+class PartEncoder:
+    """The same contract for tokenizers only transformers' Python code runs (slow-only):
+    the rendered prompt is encoded around the stand-ins, each marker a stand-in holds as
+    plain text. Tokens never span a stand-in's border there, so a prompt whose content
+    spells a marker may get a few other ids at those borders than whole-text encoding
+    would give; one that spells none is encoded whole, as always."""
+
+    def __init__(self, tokenizer: Any, markers: frozenset[str]) -> None:
+        self._tokenizer = tokenizer
+        secret = secrets.randbelow(10**12)
+        ordered = sorted(markers, key=len, reverse=True)
+        self._stand_ins = {m: f"\ue002{secret}:{i}\ue003" for i, m in enumerate(ordered)}
+        self._markers_of = {s: m for m, s in self._stand_ins.items()}
+        self._markers = _alternation(self._stand_ins)
+        self._split = _alternation(self._markers_of)
+
+    def escape(self, content: str) -> str:
+        if self._markers is None:
+            return content
+        return self._markers.sub(lambda m: self._stand_ins[m.group()], content)
+
+    def encode(self, rendered: str) -> list[int]:
+        if self._split is None or not self._split.search(rendered):
+            return list(self._tokenizer.encode(rendered, add_special_tokens=False))
+        ids: list[int] = []
+        position = 0
+        for match in self._split.finditer(rendered):
+            ids += self._tokenizer.encode(
+                rendered[position : match.start()], add_special_tokens=False
+            )
+            ids += self._tokenizer.encode(
+                self._markers_of[match.group()], add_special_tokens=False, split_special_tokens=True
+            )
+            position = match.end()
+        ids += self._tokenizer.encode(rendered[position:], add_special_tokens=False)
+        return ids
+
 
 def _is_byte_level(backend: Tokenizer | None) -> bool:
     return "ByteLevel" in repr(getattr(backend, "decoder", None))
@@ -144,6 +273,14 @@ class RustCodec:
     @property
     def vocab_size(self) -> int:
         return int(self._backend.get_vocab_size(with_added_tokens=True))
+
+    def added_tokens(self) -> dict[str, bool]:
+        return {
+            t.content: bool(t.special) for t in self._backend.get_added_tokens_decoder().values()
+        }
+
+    def prompt_encoder(self, markers: frozenset[str]) -> PromptEncoder:
+        return MarkerEncoder(self._backend, markers)
 
 
 class TransformersCodec:
@@ -180,6 +317,16 @@ class TransformersCodec:
     @property
     def vocab_size(self) -> int:
         return len(self._tokenizer)
+
+    def added_tokens(self) -> dict[str, bool]:
+        decoder = getattr(self._tokenizer, "added_tokens_decoder", {})
+        return {str(t): bool(getattr(t, "special", True)) for t in decoder.values()}
+
+    def prompt_encoder(self, markers: frozenset[str]) -> PromptEncoder:
+        backend = getattr(self._tokenizer, "backend_tokenizer", None)
+        if isinstance(backend, Tokenizer):
+            return MarkerEncoder(backend, markers)
+        return PartEncoder(self._tokenizer, markers)
 
 
 @dataclass(frozen=True)
@@ -278,6 +425,23 @@ def _read_with_transformers(folder: Path) -> TokenizerFiles:
     )
 
 
+def template_markers(files: TokenizerFiles, model_type: str) -> frozenset[str]:
+    """The added tokens that only a chat template may write: the special ones, the named
+    special tokens, and any other added token the template itself spells (Qwen's
+    `<tool_call>` is not marked special, yet it is the template's)."""
+    added = files.codec.added_tokens()
+    template = PHI3_ADDED_TOKENS if model_type == "phi3" else ()
+    source = files.chat_template or ""
+    return frozenset(
+        text
+        for text, special in added.items()
+        if special
+        or text in files.special_tokens.values()
+        or text in template
+        or (text and text in source)
+    )
+
+
 @dataclass
 class TextModel:
     codec: Codec
@@ -285,6 +449,7 @@ class TextModel:
     eos_token_ids: frozenset[int]
     context_length: int
     model_type: str
+    prompt_encoder: PromptEncoder
 
     @classmethod
     def load(cls, folder: Path) -> TextModel:
@@ -298,8 +463,9 @@ class TextModel:
             codec=files.codec,
             formatter=ChatFormatter(model_type, template),
             eos_token_ids=_eos_ids(folder, files),
-            context_length=_context_length(config, files.model_max_length),
+            context_length=model_context_length(folder),
             model_type=model_type,
+            prompt_encoder=files.codec.prompt_encoder(template_markers(files, model_type)),
         )
         logger.info(
             "Tokenizer loaded from %s: %s model, context %d, eos ids %s, chat prompts via %s",
@@ -312,8 +478,15 @@ class TextModel:
         return model
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        # Templates write their own special tokens; by default no BOS is added.
+        """Raw text as the tokenizer encodes it, special tokens parsed: a completions prompt,
+        whose caller writes the template. By default no BOS is added."""
         return self.codec.encode(text, add_special_tokens)
+
+    def encode_chat(self, turns: Sequence[Turn], add_generation_prompt: bool = True) -> list[int]:
+        """A conversation as the model was trained on it, message content kept as text."""
+        escaped = [Turn(t.role, self.prompt_encoder.escape(t.content)) for t in turns]
+        rendered = self.formatter.render(escaped, add_generation_prompt)
+        return self.prompt_encoder.encode(rendered)
 
     def token_id(self, token: str) -> int:
         """The id of a token given by its text, such as a special token's name."""

@@ -69,9 +69,9 @@ def compare(model: str, prompt_tokens: int, new_tokens: int) -> dict[str, Any]:
     import numpy as np
 
     from app.engine.kv_window import kv_block_size, model_window
-    from app.textmodel import context_length_of
+    from app.textmodel import model_context_length
 
-    window = model_window(model, context_length_of(Path(model)), kv_block_size("CPU"))
+    window = model_window(model, model_context_length(Path(model)), kv_block_size("CPU"))
     if window is None:
         sys.exit(f"{model} has no sliding window shorter than its context")
     vocab = json.loads((Path(model) / "config.json").read_text())["vocab_size"]

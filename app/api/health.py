@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app.protocol import Health
+from app.protocol.ovchat import Health
 from app.state import ServerState
 
 router = APIRouter()

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from app.api.deps import State
+from app.api.common import State
 from app.metrics import CONTENT_TYPE
 
 router = APIRouter()

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import State, served_model
-from app.protocol import ModelCard, ModelList
+from app.api.common import State, served_model
+from app.protocol.openai_common import ModelCard, ModelList
 
 router = APIRouter()
 

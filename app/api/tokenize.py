@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.chat import ERROR_RESPONSES, to_turns
-from app.api.deps import State, served_model
+from app.api.common import ERROR_RESPONSES, State, served_model
 from app.chat_format import PromptError
+from app.dialects.openai_chat import to_turns
 from app.errors import ApiError
-from app.protocol import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
+from app.protocol.vllm import (
+    DetokenizeRequest,
+    DetokenizeResponse,
+    TokenizeRequest,
+    TokenizeResponse,
+)
 
 router = APIRouter()
 
@@ -17,21 +22,14 @@ router = APIRouter()
 async def tokenize(body: TokenizeRequest, state: State) -> TokenizeResponse:
     if body.model is not None:
         served_model(state, body.model)
-    if (body.prompt is None) == (body.messages is None):
-        raise ApiError(
-            400, "Give exactly one of prompt and messages.", param="prompt", code="invalid_value"
-        )
     if body.messages is not None:
-        if not body.messages:
-            raise ApiError(400, "messages must not be empty.", param="messages")
         try:
-            # Rendered exactly as a chat request renders them, so counts agree.
-            text = state.text.formatter.render(
+            # Encoded exactly as a chat request is, message content as text: the same ids.
+            tokens = state.text.encode_chat(
                 to_turns(body.messages), add_generation_prompt=body.add_generation_prompt
             )
         except PromptError as exc:
             raise ApiError(400, str(exc), param=exc.param) from exc
-        tokens = state.text.encode(text)
     else:
         tokens = state.text.encode(body.prompt or "", add_special_tokens=body.add_special_tokens)
     return TokenizeResponse(

@@ -1,4 +1,5 @@
-"""The contract between the HTTP layer and an inference backend."""
+"""The contract between the generation core and an inference backend: token ids in,
+token ids out, typed; no HTTP and no wire format on this side."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Literal, Protocol
 EngineFinish = Literal["stop", "length"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SamplingParams:
     max_new_tokens: int
     temperature: float = 1.0  # 0 means greedy decoding
@@ -35,7 +36,7 @@ class SamplingParams:
         return self.temperature == 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TokenDelta:
     """Tokens produced since the previous delta; `finish` is set on the last one
     (`stop`: an eos id was produced, it is included in `token_ids`)."""
@@ -57,7 +58,7 @@ class EngineStartError(RuntimeError):
     """The engine could not load the model; the message says why, for the operator."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EngineStats:
     running: int = 0  # sequences being decoded
     waiting: int = 0  # sequences the engine holds but has not scheduled yet
@@ -95,6 +96,12 @@ class Engine(Protocol):
 
     def on_step(self, callback: Callable[[float], None]) -> None:
         """Have `callback(seconds)` called for every engine step."""
+        ...
+
+    async def check(self, params: SamplingParams) -> None:
+        """Raise RequestRejected, before the request is admitted, if anything in `params`
+        would fail inside the engine (a grammar that does not compile): what fails there
+        fails every request batched with it."""
         ...
 
     def generate(

@@ -23,6 +23,18 @@ from app.engine.base import (
     TokenDelta,
 )
 from app.engine.genai_worker import WorkerConfig, run
+from app.engine.grammar_check import GrammarChecker
+from app.engine.messages import (
+    AddRequest,
+    CancelRequest,
+    EngineReady,
+    FromEngine,
+    RequestFailed,
+    RunningCount,
+    StepFault,
+    StepOutput,
+    StopEngine,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +47,9 @@ class GenaiEngine:
     name = "genai"
     capabilities = frozenset({LOGPROBS, STRUCTURED_OUTPUT, PENALTIES, MIN_P})
 
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerConfig, grammar_timeout_s: float = 10.0) -> None:
         self._config = config
+        self.grammars = GrammarChecker(config.model_path, grammar_timeout_s)
         self._ctx = mp.get_context("spawn")  # fork would copy the server's threads and loop
         self._inbox: Any = None
         self._outbox: Any = None  # read end of the engine's pipe
@@ -49,6 +62,7 @@ class GenaiEngine:
         self._closing = False
         self.engine_running = 0  # requests the engine process holds, as it last reported
         self.restarts = 0
+        self.faults = 0  # failed steps the engine recovered from without a restart
         self._stats = EngineStats()
         self._on_step: Callable[[float], None] | None = None
         self._restarting: asyncio.Task[None] | None = None
@@ -58,9 +72,14 @@ class GenaiEngine:
         can load its tokenizer meanwhile; wait_ready() waits for the load."""
         self._loop = asyncio.get_running_loop()
         self._launch()
+        self.grammars.start()
 
     async def wait_ready(self) -> None:
         await self._attach()
+
+    async def check(self, params: SamplingParams) -> None:
+        if params.json_schema is not None:
+            await self.grammars.check(params.json_schema)
 
     async def _spawn(self) -> None:
         self._launch()
@@ -80,27 +99,28 @@ class GenaiEngine:
 
     async def _attach(self) -> None:
         first = await asyncio.to_thread(self._await_first_message)
-        if first[0] != "ready":
+        if not isinstance(first, EngineReady):
             self._process.join(timeout=5)
-            raise EngineStartError(f"the engine could not load the model: {first[1]}")
+            raise EngineStartError(f"the engine could not load the model: {first}")
         self._ready = True
         assert self._loop is not None
         self._loop.add_reader(self._outbox.fileno(), self._on_readable)
         self._watching = True
 
-    def _await_first_message(self) -> tuple[Any, ...]:
+    def _await_first_message(self) -> FromEngine | str:
+        """EngineReady, or why the engine did not start."""
         waited = 0.0
         while waited < _STARTUP_TIMEOUT_S:
             try:
                 if self._outbox.poll(_POLL_S):
-                    message: tuple[Any, ...] = self._outbox.recv()[0]
-                    return message
+                    message: FromEngine = self._outbox.recv()[0]
+                    return message if isinstance(message, EngineReady) else str(message)
             except (EOFError, OSError):
                 pass
             waited += _POLL_S
             if not self._process.is_alive():
-                return ("failed", f"engine process exited with code {self._process.exitcode}")
-        return ("failed", f"no answer from the engine process in {_STARTUP_TIMEOUT_S:.0f} s")
+                return f"engine process exited with code {self._process.exitcode}"
+        return f"no answer from the engine process in {_STARTUP_TIMEOUT_S:.0f} s"
 
     def running(self) -> int:
         return self.engine_running
@@ -120,8 +140,9 @@ class GenaiEngine:
         if self._process is None:
             return
         self._unwatch()
+        await self.grammars.close()
         with contextlib.suppress(Exception):
-            self._inbox.put(("stop",))
+            self._inbox.put(StopEngine())
         await asyncio.to_thread(self._process.join, 10)
         if self._process.is_alive():
             self._process.terminate()
@@ -174,24 +195,38 @@ class GenaiEngine:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
-    def _dispatch(self, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == "tokens":
-            step_s, requests, scheduled, cache_pct = message[2]
-            self._stats = EngineStats(scheduled, max(0, requests - scheduled), cache_pct / 100)
+    def _dispatch(self, message: FromEngine) -> None:
+        if isinstance(message, StepOutput):
+            stats = message.stats
+            self._stats = EngineStats(
+                stats.scheduled,
+                max(0, stats.requests - stats.scheduled),
+                stats.cache_usage_pct / 100,
+            )
             if self._on_step is not None:
-                self._on_step(step_s)
-            for rid, tokens, logprobs, finish in message[1]:
-                stream = self._streams.get(rid)
+                self._on_step(stats.step_s)
+            for item in message.tokens:
+                stream = self._streams.get(item.rid)
                 if stream is not None:
-                    stream.put_nowait(TokenDelta(tuple(tokens), finish, tuple(logprobs)))
-        elif kind == "running":
-            self.engine_running = message[1]
-        elif kind in ("error", "rejected"):
-            stream = self._streams.get(message[1])
+                    stream.put_nowait(
+                        TokenDelta(tuple(item.token_ids), item.finish, tuple(item.logprobs))
+                    )
+        elif isinstance(message, RunningCount):
+            self.engine_running = message.count
+        elif isinstance(message, RequestFailed):
+            stream = self._streams.get(message.rid)
             if stream is not None:
-                error = RequestRejected if kind == "rejected" else EngineError
-                stream.put_nowait(error(message[2]))
+                error = RequestRejected if message.rejected else EngineError
+                stream.put_nowait(error(message.message))
+        elif isinstance(message, StepFault):
+            self.faults += 1
+            logger.warning(
+                "Engine step failed (%s); recovered without a restart: %d request(s) failed, "
+                "%d resumed",
+                message.message,
+                len(message.failed),
+                len(message.resumed),
+            )
 
     def _fail_all(self, reason: str) -> None:
         for stream in self._streams.values():
@@ -209,7 +244,7 @@ class GenaiEngine:
         self._streams[rid] = stream
         finished = False
         try:
-            self._inbox.put(("add", rid, prompt_ids, params))
+            self._inbox.put(AddRequest(rid, prompt_ids, params))
             while True:
                 item = await stream.get()
                 if isinstance(item, EngineError):
@@ -224,4 +259,4 @@ class GenaiEngine:
             del self._streams[rid]
             if not finished and self.is_ready():
                 # The consumer left early (client disconnected): free the engine's work.
-                self._inbox.put(("cancel", rid))
+                self._inbox.put(CancelRequest(rid))

@@ -6,14 +6,22 @@ server's event loop stays free while this loop batches every request in flight i
 same steps. Requests come in through a multiprocessing queue; everything one loop turn
 produces goes out as one list through a pipe, written by this loop itself: a queue's feeder
 thread would need the GIL that step() holds, so each step's tokens would leave a step late,
-and the server reads the pipe from its event loop with no thread of its own."""
+and the server reads the pipe from its event loop with no thread of its own. The messages
+both ways are the typed ones of app/engine/messages.py.
+
+A step that fails (a grammar genai cannot compile, say) fails only the request that caused
+it when that can be told apart; the engine replays the others and keeps serving (see
+_Worker.recover). The server checks grammars before admitting a request
+(app/engine/grammar_check.py), so this is the net under that check, not the check."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.queues import Queue
 from pathlib import Path
@@ -21,15 +29,24 @@ from typing import Any
 
 from app.engine.base import SamplingParams
 from app.engine.kv_window import EvictionAreas, kv_block_size, model_window
+from app.engine.messages import (
+    AddRequest,
+    CancelRequest,
+    EngineFailed,
+    EngineReady,
+    FromEngine,
+    RequestFailed,
+    RequestTokens,
+    RunningCount,
+    StepFault,
+    StepOutput,
+    StepStats,
+    StopEngine,
+    ToEngine,
+)
 from app.settings import Settings
 
 logger = logging.getLogger("app.engine.worker")
-
-# Inbox messages:  ("add", rid, prompt_ids, SamplingParams) | ("cancel", rid) | ("stop",)
-# Out (a list per loop turn): ("ready", info) | ("failed", message)
-#                  | ("tokens", [(rid, token_ids, logprobs, finish_or_None), ...],
-#                               (step_seconds, requests, scheduled_requests, cache_usage_pct))
-#                  | ("error", rid, message) | ("rejected", rid, message) | ("running", count)
 
 
 @dataclass(frozen=True)
@@ -150,10 +167,10 @@ def cache_window(cfg: WorkerConfig) -> int | None:
         # the tests check on the CPU plugin only.
         logger.info("KV cache keeps every block: the window cache is checked on CPU only")
         return None
-    from app.textmodel import context_length_of
+    from app.textmodel import model_context_length
 
     block = kv_block_size(cfg.device)
-    window = model_window(cfg.model_path, context_length_of(Path(cfg.model_path)), block)
+    window = model_window(cfg.model_path, model_context_length(Path(cfg.model_path)), block)
     if window is None:
         logger.info("KV cache keeps every block (the model has no shorter sliding window)")
     else:
@@ -171,13 +188,238 @@ def _finish_name(reason: Any) -> str | None:
     return {"STOP": "stop", "LENGTH": "length"}.get(name)
 
 
-def run(cfg: WorkerConfig, inbox: Queue[Any], out: Connection) -> None:
+def _last_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[-1].strip() if lines else type(exc).__name__
+
+
+# A step that fails leaves genai's scheduler mid-iteration: every sequence still counts as
+# scheduled and the next step refuses to run. Cancelling every request and stepping once
+# clears that (measured on 2026.4: the pipeline then serves as before and frees every
+# block), so the engine recovers by replaying the requests it held. More faults than this
+# in a row, with no good step between them, is a fault that replaying does not cure: the
+# process exits and the server starts a new one, the last resort.
+MAX_CONSECUTIVE_FAULTS = 2
+
+
+@dataclass
+class _Request:
+    """A request the engine holds, with what it has delivered: a replay after a fault
+    regenerates from the start (same prompt, parameters and seed) and checks its tokens
+    against these before delivering new ones."""
+
+    rid: int
+    prompt_ids: list[int]
+    params: SamplingParams
+    handle: Any = None
+    delivered: list[int] = field(default_factory=list)
+    replayed: int = 0  # while replaying: delivered tokens regenerated so far
+    replaying: bool = False
+    # Produced a token since it was (re)added. genai compiles a request's grammar when it
+    # first samples it, so a step that fails while an unsampled request has a grammar is
+    # that request's fault, when there is only one such request.
+    sampled: bool = False
+
+    @property
+    def unproven(self) -> bool:
+        return self.params.json_schema is not None and not self.sampled
+
+
+class _Worker:
+    def __init__(self, pipe: Any, out: Connection) -> None:
+        import numpy as np
+        import openvino as ov
+
+        self._np = np
+        self._ov = ov
+        self.pipe = pipe
+        self.out = out
+        self.requests: dict[int, _Request] = {}
+        # Suspects of a fault that could not be told apart: re-added one at a time, each
+        # once the previous has proven its grammar, so the next fault names its culprit.
+        self.probation: deque[_Request] = deque()
+        self.outbox: list[FromEngine] = []
+        self.genai_ids = itertools.count(1)  # a replay needs a fresh id: genai keys state by it
+        self.faults = 0
+
+    def flush(self) -> None:
+        if self.outbox:
+            self.out.send(self.outbox)
+            self.outbox.clear()
+
+    def add(self, request: _Request) -> None:
+        tensor = self._ov.Tensor(self._np.asarray([request.prompt_ids], dtype=self._np.int64))
+        request.handle = self.pipe.add_request(
+            next(self.genai_ids), tensor, generation_config(request.params)
+        )
+        request.sampled = False
+
+    def fail(self, request: _Request, message: str, rejected: bool = False) -> None:
+        self.requests.pop(request.rid, None)
+        if request.handle is not None:
+            request.handle.cancel()
+        self.outbox.append(RequestFailed(request.rid, message, rejected))
+
+    def handle_message(self, message: ToEngine) -> bool:
+        """False when the engine must stop."""
+        if isinstance(message, StopEngine):
+            held = [r.handle for r in self.requests.values() if r.handle is not None]
+            for handle in held:
+                handle.cancel()
+            if held:
+                # genai frees a cancelled sequence's blocks in its next step; without one,
+                # its teardown reports every such block as leaked (once a layer with the
+                # window cache).
+                self.pipe.step()
+            return False
+        if isinstance(message, AddRequest):
+            request = _Request(message.rid, message.prompt_ids, message.params)
+            try:
+                self.add(request)
+            except Exception as exc:  # invalid generation config, prompt too long, ...
+                self.outbox.append(RequestFailed(message.rid, _last_line(exc), rejected=True))
+            else:
+                self.requests[message.rid] = request
+        elif isinstance(message, CancelRequest):
+            cancelled = self.requests.pop(message.rid, None)
+            if cancelled is not None:
+                if cancelled.handle is not None:
+                    cancelled.handle.cancel()
+                if cancelled in self.probation:
+                    self.probation.remove(cancelled)
+        return True
+
+    def admit_probation(self) -> None:
+        if not self.probation:
+            return
+        if any(r.unproven for r in self.requests.values() if r.handle is not None):
+            return
+        request = self.probation.popleft()
+        try:
+            self.add(request)
+        except Exception as exc:
+            self.fail(request, _last_line(exc), rejected=True)
+
+    def step(self) -> None:
+        try:
+            started = time.perf_counter()
+            self.pipe.step()
+            step_s = time.perf_counter() - started
+        except Exception as exc:
+            self.recover(exc)
+            return
+        self.faults = 0
+        self.collect(step_s)
+
+    def collect(self, step_s: float) -> None:
+        events: list[RequestTokens] = []
+        for request in list(self.requests.values()):
+            handle = request.handle
+            if handle is None:  # on probation
+                continue
+            tokens: list[int] = []
+            logprobs: list[float] = []
+            finish: str | None = None
+            if handle.can_read():
+                for output in handle.read().values():
+                    tokens.extend(output.generated_ids)
+                    if request.params.logprobs:
+                        logprobs.extend(output.generated_log_probs)
+                    finish = _finish_name(output.finish_reason) or finish
+            status = handle.get_status().name
+            if status == "IGNORED":  # the scheduler could never fit it (KV cache too small)
+                self.fail(request, "request does not fit in the KV cache")
+                continue
+            if tokens:
+                request.sampled = True
+            if status != "RUNNING":
+                del self.requests[request.rid]
+                finish = finish or "length"
+            if request.replaying:
+                tokens, logprobs = self.replayed(request, tokens, logprobs, finish)
+                if request.replaying:  # still regenerating what the client already has
+                    if finish is not None:
+                        self.fail(request, "the request could not be resumed after an engine fault")
+                    continue
+            request.delivered.extend(tokens)
+            if tokens or finish:
+                events.append(RequestTokens(request.rid, tokens, logprobs, finish))  # type: ignore[arg-type]
+        if events:
+            metrics = self.pipe.get_metrics()
+            stats = StepStats(
+                step_s, metrics.requests, metrics.scheduled_requests, metrics.cache_usage
+            )
+            self.outbox.append(StepOutput(events, stats))
+            if not self.requests:
+                self.outbox.append(RunningCount(0))
+
+    def replayed(
+        self, request: _Request, tokens: list[int], logprobs: list[float], finish: str | None
+    ) -> tuple[list[int], list[float]]:
+        """The part of a replayed request's new tokens that its client has not seen."""
+        expected = request.delivered[request.replayed : request.replayed + len(tokens)]
+        if tokens[: len(expected)] != expected:
+            request.replaying = False
+            self.fail(request, "the request could not be resumed after an engine fault")
+            return [], []
+        request.replayed += len(expected)
+        if request.replayed == len(request.delivered):
+            request.replaying = False
+        return tokens[len(expected) :], logprobs[len(expected) :]
+
+    def recover(self, exc: Exception) -> None:
+        """A step failed. Fail the request that caused it when it can be told apart, replay
+        the others; the process exits only when faults repeat with no good step between."""
+        self.faults += 1
+        reason = _last_line(exc)
+        logger.error("Engine step failed: %s", reason)
+        held = [r for r in self.requests.values() if r.handle is not None]
+        suspects = [r for r in held if r.unproven]
+        for request in held:
+            request.handle.cancel()
+            request.handle = None
+        try:
+            self.pipe.step()  # frees what was cancelled and clears the failed iteration
+        except Exception as second:
+            self.give_up(f"engine step failed: {reason}; recovery failed: {_last_line(second)}")
+            raise
+        if self.faults > MAX_CONSECUTIVE_FAULTS:
+            self.give_up(f"engine step failed {self.faults} times in a row: {reason}")
+            raise exc
+        failed: list[int] = []
+        if len(suspects) == 1:
+            (culprit,) = suspects
+            self.fail(culprit, f"the engine could not run this request's grammar: {reason}", True)
+            failed.append(culprit.rid)
+        elif suspects:
+            self.probation.extend(suspects)
+        resumed = []
+        for request in held:
+            if request.rid in failed or request in self.probation:
+                continue
+            request.replaying = bool(request.delivered)
+            request.replayed = 0
+            try:
+                self.add(request)
+            except Exception as add_exc:
+                self.fail(request, f"the request could not be resumed: {_last_line(add_exc)}")
+                continue
+            resumed.append(request.rid)
+        self.outbox.append(StepFault(reason, failed, resumed + [r.rid for r in self.probation]))
+        self.outbox.append(RunningCount(len(self.requests)))
+
+    def give_up(self, message: str) -> None:
+        for request in list(self.requests.values()):
+            self.fail(request, message)
+        self.probation.clear()
+        self.flush()
+
+
+def run(cfg: WorkerConfig, inbox: Queue[ToEngine], out: Connection) -> None:
     from app.logs import configure
 
     configure(cfg.log_level, cfg.log_format)
     try:
-        import numpy as np
-        import openvino as ov
         import openvino_genai as ov_genai
 
         started = time.monotonic()
@@ -192,24 +434,16 @@ def run(cfg: WorkerConfig, inbox: Queue[Any], out: Connection) -> None:
             time.monotonic() - started,
         )
     except Exception as exc:  # reported to the server, which refuses to start
-        out.send([("failed", f"{type(exc).__name__}: {exc}")])
+        out.send([EngineFailed(f"{type(exc).__name__}: {exc}")])
         return
-    out.send([("ready", {"device": cfg.device})])
-
-    handles: dict[int, Any] = {}
-    with_logprobs: set[int] = set()  # genai reports them always; only these asked
-    outbox: list[tuple[Any, ...]] = []
-
-    def flush() -> None:
-        if outbox:
-            out.send(outbox)
-            outbox.clear()
-
+    out.send([EngineReady(cfg.device)])
+    worker = _Worker(pipe, out)
     while True:
         try:
-            flush()
+            worker.flush()
             # Idle: block for work. Busy: take whatever arrived since the last step.
-            messages = [inbox.get()] if not handles else []
+            busy = worker.requests or worker.probation
+            messages = [] if busy else [inbox.get()]
             while True:
                 try:
                     messages.append(inbox.get_nowait())
@@ -218,70 +452,12 @@ def run(cfg: WorkerConfig, inbox: Queue[Any], out: Connection) -> None:
         except (EOFError, OSError):  # BrokenPipeError included
             return  # the server is gone
         for message in messages:
-            kind = message[0]
-            if kind == "stop":
-                for handle in handles.values():
-                    handle.cancel()
-                if handles:
-                    # genai frees a cancelled sequence's blocks in its next step; without
-                    # one, its teardown reports every such block as leaked (once a layer
-                    # with the window cache).
-                    pipe.step()
+            if not worker.handle_message(message):
                 return
-            if kind == "add":
-                _, rid, prompt_ids, params = message
-                try:
-                    tensor = ov.Tensor(np.asarray([prompt_ids], dtype=np.int64))
-                    handles[rid] = pipe.add_request(rid, tensor, generation_config(params))
-                    if params.logprobs:
-                        with_logprobs.add(rid)
-                except Exception as exc:  # invalid generation config, prompt too long, ...
-                    outbox.append(("rejected", rid, str(exc).strip().splitlines()[-1]))
-            elif kind == "cancel":
-                handle = handles.pop(message[1], None)
-                with_logprobs.discard(message[1])
-                if handle is not None:
-                    handle.cancel()
+        worker.admit_probation()
         if messages:
-            outbox.append(("running", len(handles)))
-        if not handles:
+            worker.outbox.append(RunningCount(len(worker.requests)))
+        if not any(r.handle is not None for r in worker.requests.values()):
             continue
-        flush()  # refusals and counts go out now, not after a step that may be long
-        try:
-            step_started = time.perf_counter()
-            pipe.step()
-            step_s = time.perf_counter() - step_started
-        except Exception as exc:
-            for rid in handles:
-                outbox.append(("error", rid, f"engine step failed: {exc}"))
-            flush()
-            raise
-        events = []
-        for rid, handle in list(handles.items()):
-            tokens: list[int] = []
-            logprobs: list[float] = []
-            finish: str | None = None
-            if handle.can_read():
-                for output in handle.read().values():
-                    tokens.extend(output.generated_ids)
-                    if rid in with_logprobs:
-                        logprobs.extend(output.generated_log_probs)
-                    finish = _finish_name(output.finish_reason) or finish
-            status = handle.get_status().name
-            if status == "IGNORED":  # the scheduler could never fit it (KV cache too small)
-                del handles[rid]
-                with_logprobs.discard(rid)
-                outbox.append(("error", rid, "request does not fit in the KV cache"))
-                continue
-            if status != "RUNNING":
-                del handles[rid]
-                with_logprobs.discard(rid)
-                finish = finish or "length"
-            if tokens or finish:
-                events.append((rid, tokens, logprobs, finish))
-        if events:
-            metrics = pipe.get_metrics()
-            stats = (step_s, metrics.requests, metrics.scheduled_requests, metrics.cache_usage)
-            outbox.append(("tokens", events, stats))
-            if not handles:
-                outbox.append(("running", 0))
+        worker.flush()  # refusals and counts go out now, not after a step that may be long
+        worker.step()

@@ -89,6 +89,9 @@ class OptimumEngine:
     def on_step(self, callback: Callable[[float], None]) -> None:
         pass  # generate() has no steps to report
 
+    async def check(self, params: SamplingParams) -> None:
+        pass  # plain sampling has nothing that can fail inside generate() for one request
+
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._model = None
@@ -148,7 +151,6 @@ class OptimumEngine:
             emit(exc)
         finally:
             self._holding = 0
-        self._pending = 0  # requests accepted and not yet finished, running one included
         emit(_DONE)
 
     def _generate(

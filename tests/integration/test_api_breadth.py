@@ -165,20 +165,26 @@ def test_forced_tool_calls_are_valid(default_server: Server, tool_choice: object
 
 
 def test_tool_calls_stream(default_server: Server) -> None:
-    stream = default_server.client().chat.completions.create(
+    """The call's name comes first, its arguments in fragments as they are generated; the
+    SDK's stream helper joins them and says when each call's arguments are done."""
+    with default_server.client().chat.completions.stream(
         model="smollm2",
         messages=[{"role": "user", "content": "Add 2 and 3."}],
         tools=[ADD],
         tool_choice="required",
         temperature=0,
         max_tokens=100,
-        stream=True,
-    )
-    chunks = [c for c in stream if c.choices]
-    calls = [tc for c in chunks for tc in c.choices[0].delta.tool_calls or []]
-    assert calls and calls[0].function.name == "add"
-    jsonschema.validate(json.loads(calls[0].function.arguments), ADD["function"]["parameters"])
-    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_completion()
+    fragments = [e for e in events if e.type == "tool_calls.function.arguments.delta"]
+    done = [e for e in events if e.type == "tool_calls.function.arguments.done"]
+    assert len(fragments) > 2
+    assert done and done[0].name == "add"
+    jsonschema.validate(json.loads(done[0].arguments), ADD["function"]["parameters"])
+    choice = final.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls[0].function.arguments == done[0].arguments
 
 
 def test_tool_result_conversation(default_server: Server) -> None:

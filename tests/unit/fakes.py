@@ -26,6 +26,8 @@ class FakeEngine:
     running_now: int = 0
     error_after: int | None = None
     step_callback: Callable[[float], None] | None = None
+    checked: list[SamplingParams] = field(default_factory=list)
+    bad_grammars: set[str] = field(default_factory=set)
 
     async def start(self) -> None:
         pass
@@ -47,6 +49,13 @@ class FakeEngine:
 
     def on_step(self, callback: Callable[[float], None]) -> None:
         self.step_callback = callback
+
+    async def check(self, params: SamplingParams) -> None:
+        from app.engine.base import RequestRejected
+
+        self.checked.append(params)
+        if params.json_schema is not None and params.json_schema in self.bad_grammars:
+            raise RequestRejected("the grammar does not compile")
 
     async def generate(
         self, prompt_ids: list[int], params: SamplingParams

@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.api.calls import line_safe
-from app.protocol import ChatCompletionChunk, ChunkChoice, ChunkDelta
+from app.core.sse import line_safe
+from app.protocol.openai_chat import ChatCompletionChunk, ChunkChoice, ChunkDelta
 from app.textmodel import TextModel
 from tests.unit.conftest import REPLY
 from tests.unit.fakes import FakeEngine

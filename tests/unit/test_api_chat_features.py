@@ -126,24 +126,134 @@ def test_required_tool_choice_constrains_to_a_call(
     assert "get_weather" in text_model.decode(prompt_ids)
 
 
-def test_tool_call_streams_as_one_delta(
+def test_a_forced_call_streams_in_openais_shape(
     client: TestClient, engine: FakeEngine, text_model: TextModel
 ) -> None:
-    call = json.dumps({"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]})
+    """Role and the call's id, type and name first (content null), then the arguments in
+    fragments as generated, then an empty delta with the finish reason."""
+    call = '{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]}'
     engine.reply_ids = text_model.encode(call)
     chunks = events(
         client,
         tools=[WEATHER],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
     )
-    calls = [
-        c["choices"][0]
-        for c in chunks
-        if c["choices"] and c["choices"][0]["delta"].get("tool_calls")
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    first = deltas[0]
+    assert first["role"] == "assistant" and first["content"] is None
+    [opening] = first["tool_calls"]
+    assert opening["index"] == 0 and opening["type"] == "function"
+    assert opening["id"].startswith("call_")
+    assert opening["function"] == {"name": "get_weather", "arguments": ""}
+    fragments = [d["tool_calls"][0] for d in deltas[1:-1]]
+    assert len(fragments) > 3  # streamed as generated, not in one piece
+    assert all(
+        set(f) == {"index", "function"} and set(f["function"]) == {"arguments"} for f in fragments
+    )
+    assert "".join(f["function"]["arguments"] for f in fragments) == '{"city":"Oslo"}'
+    assert deltas[-1] == {}
+    assert [c["choices"][0]["finish_reason"] for c in chunks] == [None] * (len(chunks) - 1) + [
+        "tool_calls"
     ]
-    assert len(calls) == 1
-    assert calls[0]["finish_reason"] == "tool_calls"
-    assert calls[0]["delta"]["tool_calls"][0]["function"]["name"] == "get_weather"
+
+
+def test_streamed_and_whole_calls_agree(
+    client: TestClient, engine: FakeEngine, text_model: TextModel
+) -> None:
+    call = (
+        '{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}, '
+        '{"name": "get_weather", "arguments": {"city": "Rome"}}]}'
+    )
+    engine.reply_ids = text_model.encode(call)
+    whole = chat(client, tools=[WEATHER], tool_choice="required").json()["choices"][0]
+    chunks = events(client, tools=[WEATHER], tool_choice="required")
+    streamed: dict[int, str] = {}
+    for chunk in chunks:
+        for tool_call in chunk["choices"][0]["delta"].get("tool_calls", []):
+            streamed[tool_call["index"]] = (
+                streamed.get(tool_call["index"], "") + tool_call["function"]["arguments"]
+            )
+    assert whole["finish_reason"] == "tool_calls" and whole["message"]["content"] is None
+    assert [c["function"]["arguments"] for c in whole["message"]["tool_calls"]] == [
+        streamed[0],
+        streamed[1],
+    ]
+    assert [json.loads(a) for a in streamed.values()] == [{"city": "Oslo"}, {"city": "Rome"}]
+
+
+def test_auto_streams_a_text_reply_token_by_token(client: TestClient) -> None:
+    """With tools offered, a reply that cannot be a call is not held to its end."""
+    chunks = events(client, tools=[WEATHER])
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    texts = [c["choices"][0]["delta"].get("content") for c in chunks[1:-1]]
+    assert len(texts) > 5 and "".join(texts) == REPLY
+    assert chunks[-1]["choices"][0] == {
+        "delta": {},
+        "finish_reason": "stop",
+        "index": 0,
+        "logprobs": None,
+    }
+
+
+def test_auto_holds_back_only_while_a_call_is_possible(
+    client: TestClient, engine: FakeEngine, text_model: TextModel
+) -> None:
+    reply = '{"answer": 42} is my reply'
+    engine.reply_ids = text_model.encode(reply)
+    chunks = events(client, tools=[WEATHER])
+    texts = [c["choices"][0]["delta"].get("content") or "" for c in chunks]
+    assert "".join(texts) == reply
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    body = chat(client, tools=[WEATHER]).json()["choices"][0]
+    assert body["message"]["content"] == reply and "tool_calls" not in body["message"]
+
+
+def test_auto_call_ends_the_reply(
+    client: TestClient, engine: FakeEngine, text_model: TextModel
+) -> None:
+    """Whatever the model writes after the call's object is not part of the reply."""
+    reply = '{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]} and more'
+    engine.reply_ids = text_model.encode(reply)
+    body = chat(client, tools=[WEATHER]).json()
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] is None
+    assert choice["message"]["tool_calls"][0]["function"]["arguments"] == '{"city":"Oslo"}'
+    assert engine.cancelled == 1  # the rest was not generated
+
+
+def test_a_function_without_parameters_takes_none(
+    client: TestClient, engine: FakeEngine, text_model: TextModel
+) -> None:
+    engine.reply_ids = text_model.encode('{"tool_calls": [{"name": "now", "arguments": {}}]}')
+    body = chat(
+        client, tools=[{"type": "function", "function": {"name": "now"}}], tool_choice="required"
+    ).json()
+    assert body["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] == "{}"
+    schema = json.loads(engine.calls[-1][1].json_schema or "")
+    assert schema["$defs"]["tool0"] == {
+        "type": "object",
+        "properties": {},
+        "additionalProperties": False,
+    }
+    assert '"parameters": {"type": "object", "properties": {}, "additionalProperties": false}' in (
+        text_model.decode(engine.calls[-1][0])
+    )
+
+
+def test_a_grammar_the_engine_cannot_compile_is_400_before_admission(
+    client: TestClient, engine: FakeEngine
+) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    engine.bad_grammars.add(json.dumps(schema))
+    response = chat(
+        client,
+        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "response_format"
+    assert engine.calls == []
+    assert client.get("/health").json()["in_flight"] == 0
 
 
 def test_auto_may_answer_in_text(client: TestClient, engine: FakeEngine) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.protocol import Completion, CompletionChoice
+from app.protocol.openai_completions import Completion, CompletionChoice
 from app.textmodel import TextModel
 from tests.unit.conftest import REPLY
 from tests.unit.fakes import FakeEngine

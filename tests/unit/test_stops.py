@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from app.stops import StopMatcher
+from app.core.stops import StopMatcher
 
 
 def feed_all(stops: list[str], pieces: list[str]) -> tuple[str, bool]:

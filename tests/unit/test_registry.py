@@ -1,17 +1,25 @@
+"""Engines by name, with their own startup checks (app/engine/registry.py)."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from app.engine.base import Engine, EngineStartError
-from app.modelstore.store import ResolvedModel
-from app.server import create_app
+from app.engine.base import EngineStartError
+from app.engine.registry import ENGINES, build_engine
+from app.modelstore import store
 from app.settings import Settings
 
 
-def _never(settings: Settings, model: ResolvedModel) -> Engine:
-    raise AssertionError("no engine may be built for a refused configuration")
+def _model(folder: Path) -> store.ResolvedModel:
+    return store.resolve(str(folder), folder)
+
+
+def test_every_configurable_engine_is_registered() -> None:
+    from typing import get_args
+
+    assert set(ENGINES) == set(get_args(Settings.model_fields["engine"].annotation))
 
 
 def test_prompts_longer_than_a_step_without_split_fuse_refuse_to_start(
@@ -22,27 +30,25 @@ def test_prompts_longer_than_a_step_without_split_fuse_refuse_to_start(
         model=str(tiny_model_dir), dynamic_split_fuse=False, max_num_batched_tokens=256
     )
     with pytest.raises(EngineStartError, match=r"context length \(4096\)"):
-        create_app(settings, engine_factory=_never)
+        build_engine(settings, _model(tiny_model_dir))
 
 
 def test_a_step_budget_below_max_num_seqs_refuses_to_start(tiny_model_dir: Path) -> None:
     settings = Settings(model=str(tiny_model_dir), max_num_seqs=32, max_num_batched_tokens=16)
     with pytest.raises(EngineStartError, match=r"\(16\) must be at least --max-num-seqs \(32\)"):
-        create_app(settings, engine_factory=_never)
+        build_engine(settings, _model(tiny_model_dir))
 
 
 def test_a_step_budget_that_holds_the_context_may_go_without_split_fuse(
     tiny_model_dir: Path,
 ) -> None:
-    built = []
-
-    def factory(settings: Settings, model: ResolvedModel) -> Engine:
-        built.append(model.name)
-        raise EngineStartError("stop here")
-
     settings = Settings(
         model=str(tiny_model_dir), dynamic_split_fuse=False, max_num_batched_tokens=4096
     )
-    with pytest.raises(EngineStartError, match="stop here"):
-        create_app(settings, engine_factory=factory)
-    assert built
+    engine = build_engine(settings, _model(tiny_model_dir))
+    assert engine.name == "genai" and not engine.is_ready()
+
+
+def test_the_optimum_engine_has_no_scheduler_to_check(tiny_model_dir: Path) -> None:
+    settings = Settings(model=str(tiny_model_dir), engine="optimum", max_num_seqs=32)
+    ENGINES["optimum"].check(settings, _model(tiny_model_dir))

@@ -1,0 +1,209 @@
+"""From engine tokens to protocol-neutral events: incremental decoding, stop strings,
+tool calls, log-probabilities, token accounting and each choice's finish reason, decided
+here and nowhere else. Shared by every dialect and by streaming and non-streaming
+responses, so none of them can disagree."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+from app.core.plan import ChoicePlan
+from app.core.stops import StopMatcher
+from app.core.tools import CallArguments, CallStart, Text, ToolCallParser, ToolEvent, ToolPlan
+from app.engine.base import Engine, EngineFinish
+from app.textmodel import TextModel
+
+Finish = Literal["stop", "length", "tool_calls"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChosenToken:
+    """A generated token with its log-probability and its exact bytes (a token may be part
+    of a UTF-8 character; its bytes let a client reassemble the text)."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class TextOut:
+    choice: int
+    text: str
+    logprobs: tuple[ChosenToken, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CallOut:
+    """A tool call begins: its name is known, its arguments follow as ArgumentsOut."""
+
+    choice: int
+    call: int
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ArgumentsOut:
+    choice: int
+    call: int
+    fragment: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChoiceEnd:
+    choice: int
+    finish: Finish
+
+
+Event = TextOut | CallOut | ArgumentsOut | ChoiceEnd
+
+
+def finish_reason(
+    engine: EngineFinish | None, stopped: bool, parser: ToolCallParser | None
+) -> Finish:
+    if engine == "length" and not stopped:
+        return "length"  # also a call cut short: OpenAI reports the budget, not the call
+    if parser is not None and parser.called:
+        return "tool_calls"
+    return "stop"
+
+
+async def choice_events(
+    engine: Engine,
+    model: TextModel,
+    index: int,
+    choice: ChoicePlan,
+    stops: list[str],
+    tools: ToolPlan | None,
+    count: Callable[[int, int], None],
+) -> AsyncIterator[Event]:
+    """One choice's events, ending with its ChoiceEnd. `count(index, tokens)` hears of
+    every token the engine produced for it, those that never become text included."""
+    decoder = model.decoder()
+    matcher = StopMatcher(stops)
+    parser = ToolCallParser(tools) if tools is not None else None
+    held: list[ChosenToken] = []  # log-probabilities of text the tool parser holds back
+    produced = 0
+    generation = engine.generate(choice.prompt_ids, choice.params)
+    try:
+        async for delta in generation:
+            produced += len(delta.token_ids)
+            count(index, produced)
+            logprobs = _logprobs(model, delta.token_ids, delta.logprobs)
+            text = decoder.push(delta.token_ids)
+            if delta.finish is not None:
+                text += decoder.flush()
+            released, stopped = matcher.feed(text)
+            if delta.finish is not None and not stopped:
+                released += matcher.flush()
+            ended = stopped or delta.finish is not None
+            if parser is None:
+                if released or logprobs:
+                    yield TextOut(index, released, logprobs)
+            else:
+                held.extend(logprobs)
+                events = parser.feed(released) + (parser.close() if ended else [])
+                for event in _tool_events(index, events, held):
+                    yield event
+                if parser.text_mode and held:
+                    yield TextOut(index, "", tuple(held))
+                    held.clear()
+                if parser.done:
+                    yield ChoiceEnd(index, "tool_calls")
+                    return  # closing the generation cancels the rest in the engine
+            if ended:
+                yield ChoiceEnd(index, finish_reason(delta.finish, stopped, parser))
+                return
+    finally:
+        await generation.aclose()
+
+
+def _tool_events(index: int, events: list[ToolEvent], held: list[ChosenToken]) -> Iterator[Event]:
+    for event in events:
+        if isinstance(event, Text):
+            yield TextOut(index, event.text, tuple(held))
+            held.clear()
+        elif isinstance(event, CallStart):
+            held.clear()  # the call's own text is not content
+            yield CallOut(index, event.call, event.id, event.name)
+        elif isinstance(event, CallArguments):
+            yield ArgumentsOut(index, event.call, event.fragment)
+
+
+def _logprobs(
+    model: TextModel, token_ids: tuple[int, ...], values: tuple[float, ...]
+) -> tuple[ChosenToken, ...]:
+    if not values:
+        return ()
+    out = []
+    for token_id, value in zip(token_ids, values, strict=False):
+        if token_id in model.eos_token_ids:
+            continue  # the eos token ends the answer; it is not part of it
+        raw = model.token_bytes(token_id)
+        token = raw.decode("utf-8", errors="replace")
+        out.append(ChosenToken(token, float(value), list(raw)))
+    return tuple(out)
+
+
+async def merge(
+    streams: list[AsyncIterator[Event]], deadline: float | None = None
+) -> AsyncIterator[Event]:
+    """The events of several choices, in the order they are produced (the engine batches
+    them like any requests).
+
+    At `deadline` (event-loop time) the generations are cancelled and TimeoutError is
+    raised; the timeout wraps only the waits, never a yield, so it cannot fire inside the
+    consumer."""
+    source = _merged(streams)
+    try:
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    item = await anext(source)
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        await source.aclose()
+
+
+async def _merged(streams: list[AsyncIterator[Event]]) -> AsyncGenerator[Event, None]:
+    if len(streams) == 1:
+        async with contextlib.aclosing(streams[0]) as only:  # type: ignore[type-var]
+            async for event in only:
+                yield event
+        return
+    queue: asyncio.Queue[Event | BaseException | None] = asyncio.Queue()
+
+    async def run(stream: AsyncIterator[Event]) -> None:
+        try:
+            async with contextlib.aclosing(stream) as events:  # type: ignore[type-var]
+                async for event in events:
+                    await queue.put(event)
+        except Exception as exc:
+            await queue.put(exc)
+        finally:
+            await queue.put(None)
+
+    tasks = [asyncio.create_task(run(stream)) for stream in streams]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,387 @@
+"""Tool calling, in no API's terms: what the model is told, the grammar of a forced call,
+and the parser that finds calls in the output as it is generated.
+
+Phi-3 (like most small models) has no native tool format, so ovchat defines one
+(docs/TOOLS.md): the tools are described in the system prompt, and a reply that calls
+them is one JSON object `{"tool_calls": [{"name": ..., "arguments": {...}}, ...]}`. With a
+forced call (`required`, a named function) the engine's grammar constrains the reply to
+exactly that shape; otherwise the model may answer in text."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from app.core.schema import nest
+
+# OpenAI: a function without `parameters` takes an empty parameter list.
+NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
+
+
+def new_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+@dataclass(frozen=True)
+class FunctionTool:
+    name: str
+    description: str
+    parameters: dict[str, Any]  # JSON schema, checked (app/core/schema.py)
+
+
+@dataclass(frozen=True)
+class ToolPlan:
+    """What a request's tools mean for this generation."""
+
+    tools: tuple[FunctionTool, ...]  # the ones described to the model and callable
+    forced: bool  # `required` or a named function: the reply must be a call
+    max_calls: int
+    grammar: str | None  # JSON schema of the reply, for forced calls
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(tool.name for tool in self.tools)
+
+    def system_text(self) -> str:
+        specs = [
+            {"name": t.name, "description": t.description, "parameters": t.parameters}
+            for t in self.tools
+        ]
+        rule = (
+            "You must call one of these functions now."
+            if self.forced
+            else "If a function helps answer, call it; otherwise answer the user normally."
+        )
+        return (
+            "You can call these functions (parameters as JSON Schema):\n"
+            f"{json.dumps(specs, ensure_ascii=False)}\n"
+            f"{rule} To call functions, reply with only this JSON object and nothing else: "
+            '{"tool_calls": [{"name": "<function name>", "arguments": {<arguments>}}]}'
+        )
+
+
+ToolChoice = Literal["auto", "required"] | str  # a function's name forces that function
+
+
+def plan_tools(
+    tools: Sequence[FunctionTool], choice: ToolChoice, one_call: bool, max_calls: int
+) -> ToolPlan | None:
+    """`choice` is `auto`, `required` or a function's name (`none` means no plan)."""
+    if not tools:
+        return None
+    forced = choice != "auto"
+    chosen = (
+        tuple(tools)
+        if choice in ("auto", "required")
+        else tuple(t for t in tools if t.name == choice)
+    )
+    calls = 1 if one_call or choice not in ("auto", "required") else max_calls
+    grammar = json.dumps(calls_schema(chosen, calls)) if forced else None
+    return ToolPlan(tools=chosen, forced=forced, max_calls=calls, grammar=grammar)
+
+
+def calls_schema(tools: Sequence[FunctionTool], max_calls: int) -> dict[str, Any]:
+    """The grammar of a forced reply. Each function's parameters move under `$defs` at the
+    root, their own references rewritten to point there (app/core/schema.nest): nested
+    under the wrapper as they are, `#/$defs/...` would point at nothing."""
+    defs: dict[str, Any] = {}
+    variants = []
+    for i, tool in enumerate(tools):
+        arguments, defs[f"tool{i}"] = nest(tool.parameters, f"tool{i}")
+        variants.append(
+            {
+                "type": "object",
+                "properties": {"name": {"const": tool.name}, "arguments": arguments},
+                "required": ["name", "arguments"],
+                "additionalProperties": False,
+            }
+        )
+    calls: dict[str, Any] = {
+        "type": "array",
+        "items": variants[0] if len(variants) == 1 else {"anyOf": variants},
+        "minItems": 1,
+        # Small models repeat a call until the token budget runs out; a bound lets the
+        # grammar close the array, so a forced call always completes.
+        "maxItems": max_calls,
+    }
+    return {
+        "$defs": defs,
+        "type": "object",
+        "properties": {"tool_calls": calls},
+        "required": ["tool_calls"],
+        "additionalProperties": False,
+    }
+
+
+def render_calls(calls: Sequence[tuple[str, str]]) -> str:
+    """Earlier calls of the assistant, (name, arguments JSON text), in the shape the model
+    is asked to produce."""
+    items = [{"name": name, "arguments": _loads_or_text(arguments)} for name, arguments in calls]
+    return json.dumps({"tool_calls": items}, ensure_ascii=False)
+
+
+def render_result(name: str, content: str) -> str:
+    """A tool's result, as the user side of the conversation reads it."""
+    return f"Result of {name}: {content}"
+
+
+def _loads_or_text(arguments: str) -> Any:
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
+
+
+# ---------------------------------------------------------------------------- the parser
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallStart:
+    call: int  # index among this reply's calls
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallArguments:
+    call: int
+    fragment: str  # raw JSON text, as generated: the fragments join into `arguments`
+
+
+ToolEvent = Text | CallStart | CallArguments
+
+_WS = " \t\n\r"
+# Parser states: the wrapper's fixed prefix, then each call object's keys and values.
+(
+    _OPEN,
+    _KEY0,
+    _KEY0_STR,
+    _COLON0,
+    _ARRAY,
+    _ELEMENT,
+    _CALL_KEY,
+    _CALL_KEY_STR,
+    _CALL_COLON,
+    _CALL_VALUE,
+    _NAME,
+    _VALUE,
+    _CALL_NEXT,
+    _AFTER_CALL,
+    _CLOSE,
+) = range(15)
+
+
+class ToolCallParser:
+    """Reads a reply as it is generated and tells text from calls.
+
+    Until the reply can no longer become a call, what it wrote is held back; the moment it
+    cannot (a first character that is not `{`, a first key that is not `tool_calls`, a
+    function that is not offered), everything held is released as text and the rest passes
+    through. Once the first call's name is known, the reply is a call: each call is
+    announced with its name, then its arguments stream as JSON fragments while they are
+    generated (the model's own text, less the whitespace between JSON tokens). When the
+    wrapper object closes the reply is over (`done`)."""
+
+    def __init__(self, plan: ToolPlan, new_id: Callable[[], str] = new_call_id) -> None:
+        self._names = plan.names
+        self._new_id = new_id
+        self._state = _OPEN
+        self._held: list[str] = []
+        self._committed = False
+        self.text_mode = False  # not a call: everything passes through
+        self.done = False  # the wrapper closed: nothing more belongs to this reply
+        self.calls = 0  # calls announced
+        self._buffer: list[str] = []  # a key or a name being read
+        self._key = ""
+        self._name: str | None = None  # of the current call object, once read
+        self._early_arguments: list[str] = []  # arguments written before the name
+        self._had_arguments = False
+        self._value_is_arguments = False
+        self._depth = 0
+        self._in_string = False
+        self._escape = False
+        self._scalar = False  # the value is a number or literal: ends at a delimiter
+
+    @property
+    def called(self) -> bool:
+        return self.calls > 0
+
+    def feed(self, text: str) -> list[ToolEvent]:
+        if self.text_mode:
+            return [Text(text)] if text else []
+        out: list[ToolEvent] = []
+        for i, ch in enumerate(text):
+            if self.done:
+                break
+            if not self._committed:
+                self._held.append(ch)
+            if not self._step(ch, out):
+                if self._committed:
+                    self.done = True  # a call was made; what follows is not ours
+                    break
+                self.text_mode = True
+                out.append(Text("".join(self._held) + text[i + 1 :]))
+                self._held.clear()
+                break
+        return out
+
+    def close(self) -> list[ToolEvent]:
+        """The reply ended: what was held back without becoming a call is text."""
+        if self._committed or self.text_mode or not self._held:
+            return []
+        self.text_mode = True
+        held, self._held = "".join(self._held), []
+        return [Text(held)]
+
+    # ------------------------------------------------------------------ states
+
+    def _arguments(self, fragment: str, out: list[ToolEvent]) -> None:
+        self._had_arguments = True
+        if self._name is None:
+            self._early_arguments.append(fragment)
+            return
+        if out and isinstance(out[-1], CallArguments) and out[-1].call == self.calls - 1:
+            out[-1] = CallArguments(out[-1].call, out[-1].fragment + fragment)
+        else:
+            out.append(CallArguments(self.calls - 1, fragment))
+
+    def _named(self, name: str, out: list[ToolEvent]) -> bool:
+        if name not in self._names and not self._committed:
+            return False
+        self._name = name
+        self._committed = True
+        self._held.clear()
+        out.append(CallStart(self.calls, self._new_id(), name))
+        self.calls += 1
+        if self._early_arguments:
+            early, self._early_arguments = "".join(self._early_arguments), []
+            self._arguments(early, out)
+        return True
+
+    def _step(self, ch: str, out: list[ToolEvent]) -> bool:
+        """Consumes one character; False when the reply is not (or no longer) a call."""
+        state = self._state
+        if state == _VALUE:
+            return self._value(ch, out)
+        if state in (_KEY0_STR, _CALL_KEY_STR, _NAME):
+            return self._string(ch, out)
+        if ch in _WS:
+            return True
+        if state == _OPEN:
+            return self._expect(ch, "{", _KEY0)
+        if state == _KEY0:
+            return self._expect(ch, '"', _KEY0_STR)
+        if state == _COLON0:
+            return self._expect(ch, ":", _ARRAY)
+        if state == _ARRAY:
+            return self._expect(ch, "[", _ELEMENT)
+        if state == _ELEMENT:
+            if ch != "{":
+                return False
+            self._name = None
+            self._early_arguments = []
+            self._had_arguments = False
+            self._state = _CALL_KEY
+            return True
+        if state == _CALL_KEY:
+            if ch == "}":
+                return self._end_call(out)
+            return self._expect(ch, '"', _CALL_KEY_STR)
+        if state == _CALL_COLON:
+            return self._expect(ch, ":", _CALL_VALUE)
+        if state == _CALL_VALUE:
+            if self._key == "name":
+                return self._expect(ch, '"', _NAME)
+            self._value_is_arguments = self._key == "arguments"
+            self._depth = 0
+            self._in_string = self._escape = False
+            self._scalar = ch not in '{["'
+            self._state = _VALUE
+            return self._value(ch, out)
+        if state == _CALL_NEXT:
+            if ch == ",":
+                self._state = _CALL_KEY
+                return True
+            return ch == "}" and self._end_call(out)
+        if state == _AFTER_CALL:
+            if ch == ",":
+                self._state = _ELEMENT
+                return True
+            return self._expect(ch, "]", _CLOSE)
+        if state == _CLOSE:
+            if ch != "}":
+                return False
+            self.done = True
+            return True
+        return False
+
+    def _expect(self, ch: str, wanted: str, then: int) -> bool:
+        if ch != wanted:
+            return False
+        self._state = then
+        return True
+
+    def _string(self, ch: str, out: list[ToolEvent]) -> bool:
+        """A key or a function name, up to its closing quote."""
+        if self._escape or ch == "\\" or ch != '"':
+            self._escape = not self._escape and ch == "\\"
+            self._buffer.append(ch)
+            return True
+        try:
+            value = json.loads('"' + "".join(self._buffer) + '"')
+        except ValueError:
+            return False
+        self._buffer.clear()
+        if self._state == _KEY0_STR:
+            self._state = _COLON0
+            return bool(value == "tool_calls")
+        if self._state == _CALL_KEY_STR:
+            self._key = value
+            self._state = _CALL_COLON
+            return True
+        self._state = _CALL_NEXT
+        return self._named(value, out)
+
+    def _value(self, ch: str, out: list[ToolEvent]) -> bool:
+        """Any JSON value (the arguments, or a key of ours this parser skips)."""
+        if self._scalar and not self._in_string and (ch in _WS or ch in ",}]"):
+            self._state = _CALL_NEXT
+            return self._step(ch, out)
+        # Whitespace between JSON tokens means nothing, and the grammar lets a model write
+        # runs of it: the arguments keep only what means something.
+        if self._value_is_arguments and (self._in_string or ch not in _WS):
+            self._arguments(ch, out)
+        if self._in_string:
+            if self._escape:
+                self._escape = False
+            elif ch == "\\":
+                self._escape = True
+            elif ch == '"':
+                self._in_string = False
+                if self._depth == 0:
+                    self._state = _CALL_NEXT
+        elif ch == '"':
+            self._in_string = True
+        elif ch in "{[":
+            self._depth += 1
+        elif ch in "}]":
+            self._depth -= 1
+            if self._depth == 0:
+                self._state = _CALL_NEXT
+        return True
+
+    def _end_call(self, out: list[ToolEvent]) -> bool:
+        if self._name is None:
+            return False  # a call object without a name
+        if not self._had_arguments:
+            self._arguments("{}", out)  # a call that gave no arguments gave none
+        self._state = _AFTER_CALL
+        return True

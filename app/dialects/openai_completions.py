@@ -1,0 +1,191 @@
+"""OpenAI's legacy text completions: prompts (text or token ids, one or several) as a plan,
+the run's events as a text_completion (JSON) or as its stream (SSE)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi.responses import JSONResponse, Response
+
+from app.core.generation import ChoiceEnd, ChosenToken, Event, TextOut
+from app.core.plan import ChoicePlan, GenerationPlan, ModelContext
+from app.core.run import GenerationRun
+from app.core.sampling import check_stops, completion_budget
+from app.core.sse import DATA_DONE, Frame, TextFrames, data_frame
+from app.dialects.openai_common import header, sampling_params, usage, with_timings
+from app.errors import ApiError
+from app.protocol.openai_common import Usage
+from app.protocol.openai_completions import (
+    Completion,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+)
+
+# ---------------------------------------------------------------------------- validator
+
+
+def validate(body: CompletionRequest, ctx: ModelContext) -> GenerationPlan:
+    """The request as a plan (each prompt gets `n` choices), or a 400 naming what is wrong.
+    A text prompt's special tokens are parsed: its caller writes the template."""
+    if body.suffix:
+        raise ApiError(
+            400,
+            "suffix is not supported: these models have no fill-in-the-middle format.",
+            param="suffix",
+            code="unsupported_parameter",
+        )
+    if body.logprobs:
+        raise ApiError(
+            400,
+            "logprobs > 0 is not supported: the engine reports the chosen token's "
+            "log-probability but not the alternatives. Use logprobs 0.",
+            param="logprobs",
+            code="unsupported_parameter",
+        )
+    if body.echo and body.logprobs is not None:
+        raise ApiError(
+            400,
+            "echo with logprobs would need the prompt's log-probabilities, which the engine "
+            "does not compute.",
+            param="echo",
+            code="unsupported_parameter",
+        )
+    prompts = body.prompts()
+    choices: list[ChoicePlan] = []
+    prompt_tokens = 0
+    for index, prompt in enumerate(prompts):
+        ids = encode(ctx, prompt, "prompt" if len(prompts) == 1 else f"prompt[{index}]")
+        prompt_tokens += len(ids)
+        budget = completion_budget(ctx, len(ids), body.max_tokens, "prompt")
+        params = sampling_params(body, ctx, budget, logprobs=body.logprobs is not None)
+        choices += [ChoicePlan(ids, p, index) for p in params]
+    return GenerationPlan(
+        choices=choices,
+        prompt_tokens=prompt_tokens,
+        stops=check_stops(ctx, body.stop_list()),
+        logprobs=body.logprobs is not None,
+    )
+
+
+def encode(ctx: ModelContext, prompt: str | list[int], param: str) -> list[int]:
+    if isinstance(prompt, str):
+        ids = ctx.text.encode(prompt)
+    else:
+        vocab = ctx.text.vocab_size
+        if any(token >= vocab or token < 0 for token in prompt):
+            raise ApiError(
+                400,
+                f"{param} has token ids outside the vocabulary (0..{vocab - 1}).",
+                param=param,
+                code="invalid_value",
+            )
+        ids = list(prompt)
+    if not ids:
+        raise ApiError(400, f"{param} is empty.", param=param, code="invalid_value")
+    return ids
+
+
+# ---------------------------------------------------------------------------- renderer
+
+
+class CompletionRenderer:
+    def __init__(
+        self, run: GenerationRun, body: CompletionRequest, prompt_texts: list[str]
+    ) -> None:
+        self.run = run
+        self.body = body
+        self.echoes = [prompt_texts[c.prompt] if body.echo else "" for c in run.plan.choices]
+        self.texts = list(self.echoes)
+        self.logprobs: list[list[ChosenToken]] = [[] for _ in run.plan.choices]
+        self.offsets = [len(echo) for echo in self.echoes]  # text_offset of the next token
+        self._spliced = TextFrames()
+
+    def _wire_logprobs(self, items: list[ChosenToken], offset: int) -> CompletionLogprobs | None:
+        if self.body.logprobs is None:
+            return None
+        offsets = []
+        for item in items:
+            offsets.append(offset)
+            offset += len(item.token)
+        return CompletionLogprobs(
+            tokens=[i.token for i in items],
+            token_logprobs=[i.logprob for i in items],
+            text_offset=offsets,
+        )
+
+    def _completion(self, choices: list[CompletionChoice], usage: Usage | None) -> Completion:
+        return Completion(**header(self.run), choices=choices, usage=usage)
+
+    # ------------------------------------------------------------------ JSON
+
+    def _add(self, event: Event) -> None:
+        if isinstance(event, TextOut):
+            self.texts[event.choice] += event.text
+            self.logprobs[event.choice].extend(event.logprobs)
+
+    async def complete(self) -> Response:
+        await self.run.collect(self._add)
+        choices = [
+            CompletionChoice(
+                index=i,
+                text=self.texts[i],
+                finish_reason=self.run.finishes[i] or "stop",
+                logprobs=self._wire_logprobs(self.logprobs[i], len(self.echoes[i])),
+            )
+            for i in range(len(self.texts))
+        ]
+        payload = self._completion(choices, usage(self.run)).model_dump(mode="json")
+        return JSONResponse(with_timings(self.run, payload))
+
+    # ------------------------------------------------------------------ SSE
+
+    def _chunk(self, choices: list[CompletionChoice], usage: Usage | None = None) -> Frame:
+        payload = self._completion(choices, usage).model_dump(mode="json")
+        if not self.body.include_usage:
+            del payload["usage"]
+        elif usage is not None:
+            with_timings(self.run, payload)
+        return data_frame(payload)
+
+    def opening(self) -> list[Frame]:
+        return [
+            self._chunk([CompletionChoice(index=i, text=echo, finish_reason=None)])
+            for i, echo in enumerate(self.echoes)
+            if self.body.echo
+        ]
+
+    def frames(self, event: Event) -> list[Frame]:
+        index = event.choice
+        if isinstance(event, TextOut):
+            if not (event.text or event.logprobs):
+                return []
+            offset = self.offsets[index]
+            self.offsets[index] += len(event.text)
+            if self.body.logprobs is None:
+                return [self._spliced.frame(index, event.text, self._text_chunk(index))]
+            choice = CompletionChoice(
+                index=index,
+                text=event.text,
+                finish_reason=None,
+                logprobs=self._wire_logprobs(list(event.logprobs), offset),
+            )
+            return [self._chunk([choice])]
+        if isinstance(event, ChoiceEnd):
+            choice = CompletionChoice(index=index, text="", finish_reason=event.finish)
+            return [self._chunk([choice])]
+        return []
+
+    def _text_chunk(self, index: int) -> Callable[[str], Frame]:
+        return lambda text: self._chunk(
+            [CompletionChoice(index=index, text=text, finish_reason=None)]
+        )
+
+    def closing(self) -> list[Frame]:
+        return [self._chunk([], usage(self.run))] if self.body.include_usage else []
+
+    def error(self, error: ApiError) -> list[Frame]:
+        return [data_frame(error.payload())]
+
+    def end(self) -> list[Frame]:
+        return [DATA_DONE]

@@ -1,0 +1,112 @@
+"""Typed messages between the server and its engine processes (pickled through a queue
+one way and a pipe the other). One class per message, checked by mypy on both ends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.engine.base import EngineFinish, SamplingParams
+
+# ---------------------------------------------------------------------------- to the engine
+
+
+@dataclass(frozen=True, slots=True)
+class AddRequest:
+    rid: int
+    prompt_ids: list[int]
+    params: SamplingParams
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    rid: int
+
+
+@dataclass(frozen=True, slots=True)
+class StopEngine:
+    pass
+
+
+ToEngine = AddRequest | CancelRequest | StopEngine
+
+# ---------------------------------------------------------------------------- from the engine
+
+
+@dataclass(frozen=True, slots=True)
+class EngineReady:
+    device: str
+
+
+@dataclass(frozen=True, slots=True)
+class EngineFailed:
+    """The engine could not start; the message is for the operator."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTokens:
+    rid: int
+    token_ids: list[int]
+    logprobs: list[float]
+    finish: EngineFinish | None
+
+
+@dataclass(frozen=True, slots=True)
+class StepStats:
+    step_s: float
+    requests: int  # the scheduler's requests, waiting ones included
+    scheduled: int  # those that took part in this step
+    cache_usage_pct: float
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutput:
+    """Everything one step produced."""
+
+    tokens: list[RequestTokens]
+    stats: StepStats
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFailed:
+    """The engine gave up on one request. `rejected`: because of what the request itself
+    asked for (a 400 for its client), not a fault of the server's."""
+
+    rid: int
+    message: str
+    rejected: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RunningCount:
+    count: int  # requests the engine holds
+
+
+@dataclass(frozen=True, slots=True)
+class StepFault:
+    """A step failed and the engine recovered without a restart: `failed` are the requests
+    held responsible (each also gets its RequestFailed), `resumed` the others, which are
+    replayed and continue where their clients are."""
+
+    message: str
+    failed: list[int]
+    resumed: list[int]
+
+
+FromEngine = EngineReady | EngineFailed | StepOutput | RequestFailed | RunningCount | StepFault
+
+# ---------------------------------------------------------------------------- grammar checks
+
+
+@dataclass(frozen=True, slots=True)
+class CheckGrammar:
+    key: int
+    json_schema: str
+
+
+@dataclass(frozen=True, slots=True)
+class GrammarVerdict:
+    key: int
+    error: str | None  # None: the grammar compiled
+    seconds: float
