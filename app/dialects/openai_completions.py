@@ -142,9 +142,7 @@ class CompletionRenderer:
 
     def _chunk(self, choices: list[CompletionChoice], usage: Usage | None = None) -> Frame:
         payload = self._completion(choices, usage).model_dump(mode="json")
-        if not self.body.include_usage:
-            del payload["usage"]
-        elif usage is not None:
+        if usage is not None:
             with_timings(self.run, payload)
         return data_frame(payload)
 

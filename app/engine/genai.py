@@ -30,6 +30,7 @@ from app.engine.messages import (
     EngineReady,
     FromEngine,
     RequestFailed,
+    RequestTokens,
     RunningCount,
     StepFault,
     StepOutput,
@@ -211,6 +212,10 @@ class GenaiEngine:
                     stream.put_nowait(
                         TokenDelta(tuple(item.token_ids), item.finish, tuple(item.logprobs))
                     )
+        elif isinstance(message, RequestTokens):  # outside a step: after a fault
+            stream = self._streams.get(message.rid)
+            if stream is not None:
+                stream.put_nowait(TokenDelta(tuple(message.token_ids), message.finish))
         elif isinstance(message, RunningCount):
             self.engine_running = message.count
         elif isinstance(message, RequestFailed):

@@ -21,7 +21,7 @@ import logging
 import queue
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from multiprocessing.queues import Queue
 from pathlib import Path
@@ -196,17 +196,22 @@ def _last_line(exc: BaseException) -> str:
 # A step that fails leaves genai's scheduler mid-iteration: every sequence still counts as
 # scheduled and the next step refuses to run. Cancelling every request and stepping once
 # clears that (measured on 2026.4: the pipeline then serves as before and frees every
-# block), so the engine recovers by replaying the requests it held. More faults than this
-# in a row, with no good step between them, is a fault that replaying does not cure: the
-# process exits and the server starts a new one, the last resort.
+# block), so the engine recovers by re-adding the requests it held. More faults than this
+# in a row that no single culprit explains, with no good step between them, is a fault
+# that re-adding does not cure: the process exits and the server starts a new one, the
+# last resort.
 MAX_CONSECUTIVE_FAULTS = 2
 
 
 @dataclass
 class _Request:
-    """A request the engine holds, with what it has delivered: a replay after a fault
-    regenerates from the start (same prompt, parameters and seed) and checks its tokens
-    against these before delivering new ones."""
+    """A request the engine holds, with the tokens it has delivered.
+
+    After a fault it is re-added where its client is: its prompt followed by what was
+    delivered, for the tokens left. A request with a grammar cannot resume that way (genai
+    would start the grammar over), so it is regenerated from the start with its seed and
+    its tokens are checked against those delivered before new ones go out; it fails if
+    they differ (batch composition can tip a sampled or near-tied token)."""
 
     rid: int
     prompt_ids: list[int]
@@ -223,6 +228,15 @@ class _Request:
     @property
     def unproven(self) -> bool:
         return self.params.json_schema is not None and not self.sampled
+
+    def resumable(self) -> tuple[list[int], SamplingParams]:
+        """The prompt and parameters that continue this request from where it is."""
+        if self.params.json_schema is not None or not self.delivered:
+            self.replaying = bool(self.delivered)
+            self.replayed = 0
+            return self.prompt_ids, self.params
+        left = self.params.max_new_tokens - len(self.delivered)
+        return self.prompt_ids + self.delivered, replace(self.params, max_new_tokens=left)
 
 
 class _Worker:
@@ -248,9 +262,10 @@ class _Worker:
             self.outbox.clear()
 
     def add(self, request: _Request) -> None:
-        tensor = self._ov.Tensor(self._np.asarray([request.prompt_ids], dtype=self._np.int64))
+        prompt, params = request.resumable()
+        tensor = self._ov.Tensor(self._np.asarray([prompt], dtype=self._np.int64))
         request.handle = self.pipe.add_request(
-            next(self.genai_ids), tensor, generation_config(request.params)
+            next(self.genai_ids), tensor, generation_config(params)
         )
         request.sampled = False
 
@@ -370,11 +385,12 @@ class _Worker:
     def recover(self, exc: Exception) -> None:
         """A step failed. Fail the request that caused it when it can be told apart, replay
         the others; the process exits only when faults repeat with no good step between."""
-        self.faults += 1
         reason = _last_line(exc)
         logger.error("Engine step failed: %s", reason)
         held = [r for r in self.requests.values() if r.handle is not None]
         suspects = [r for r in held if r.unproven]
+        if len(suspects) != 1:
+            self.faults += 1  # a fault its culprit does not explain
         for request in held:
             request.handle.cancel()
             request.handle = None
@@ -384,7 +400,7 @@ class _Worker:
             self.give_up(f"engine step failed: {reason}; recovery failed: {_last_line(second)}")
             raise
         if self.faults > MAX_CONSECUTIVE_FAULTS:
-            self.give_up(f"engine step failed {self.faults} times in a row: {reason}")
+            self.give_up(f"engine step failed {self.faults} times unexplained: {reason}")
             raise exc
         failed: list[int] = []
         if len(suspects) == 1:
@@ -397,8 +413,10 @@ class _Worker:
         for request in held:
             if request.rid in failed or request in self.probation:
                 continue
-            request.replaying = bool(request.delivered)
-            request.replayed = 0
+            if len(request.delivered) >= request.params.max_new_tokens:
+                del self.requests[request.rid]  # its last token went out before the fault
+                self.outbox.append(RequestTokens(request.rid, [], [], "length"))
+                continue
             try:
                 self.add(request)
             except Exception as add_exc:

@@ -219,6 +219,7 @@ class GrammarChecker:
         self._lock = asyncio.Lock()  # one grammar at a time, so a timeout names its grammar
         self.compiled = 0
         self.refused = 0
+        self._closing = False
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -240,12 +241,16 @@ class GrammarChecker:
             message = self._reader.recv()
         except (EOFError, OSError):
             self._stop_reading()
+            was_working = self._ready is not None and self._ready.done() and self._ready.result()
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(False)
-            for _, future in self._pending.values():
-                if not future.done():
-                    future.set_exception(ConnectionError("the grammar probe process exited"))
+            pending = [future for _, future in self._pending.values() if not future.done()]
             self._pending.clear()
+            for future in pending:  # the grammar it was compiling is blamed (see _verdict)
+                future.set_exception(ConnectionError("the grammar probe process exited"))
+            if not pending and was_working and not self._closing:
+                logger.warning("The grammar probe process exited; starting a new one")
+                self.start()
             return
         if isinstance(message, EngineReady) and self._ready is not None:
             self._ready.set_result(True)
@@ -333,6 +338,7 @@ class GrammarChecker:
             await asyncio.to_thread(self._process.join, 5)
 
     async def close(self) -> None:
+        self._closing = True
         if self._process is None:
             return
         self._stop_reading()

@@ -94,7 +94,15 @@ class StepFault:
     resumed: list[int]
 
 
-FromEngine = EngineReady | EngineFailed | StepOutput | RequestFailed | RunningCount | StepFault
+FromEngine = (
+    EngineReady
+    | EngineFailed
+    | StepOutput
+    | RequestTokens
+    | RequestFailed
+    | RunningCount
+    | StepFault
+)
 
 # ---------------------------------------------------------------------------- grammar checks
 

@@ -3,11 +3,25 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
-from app.protocol.openai_common import FinishReason, GenerationRequest, TokenId, Usage, rule_error
+from app.protocol.openai_common import (
+    FinishReason,
+    GenerationRequest,
+    TokenId,
+    Usage,
+    rule_error,
+    without_none,
+)
 
 # ---------------------------------------------------------------------------- requests
 
@@ -56,7 +70,11 @@ class CompletionLogprobs(BaseModel):
     text_offset: list[int]
     token_logprobs: list[float | None]
     tokens: list[str]
-    top_logprobs: list[dict[str, float]] | None = None
+    top_logprobs: list[dict[str, float]] | None = None  # left out until alternatives are served
+
+    @model_serializer(mode="wrap")
+    def _alternatives_or_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return without_none(handler(self), "top_logprobs")
 
 
 class CompletionChoice(BaseModel):
@@ -67,6 +85,9 @@ class CompletionChoice(BaseModel):
 
 
 class Completion(BaseModel):
+    """Also the stream's chunk (OpenAI: the two share one shape). `usage` is an object or
+    absent, never null: the spec does not mark it nullable here, unlike chat's chunk."""
+
     id: str
     choices: list[CompletionChoice]
     created: int
@@ -74,3 +95,7 @@ class Completion(BaseModel):
     object: Literal["text_completion"] = "text_completion"
     system_fingerprint: str
     usage: Usage | None = None
+
+    @model_serializer(mode="wrap")
+    def _usage_or_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return without_none(handler(self), "usage")

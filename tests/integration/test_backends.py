@@ -49,19 +49,64 @@ def test_genai_and_optimum_agree(
 
 
 def test_optimum_serves_one_at_a_time_in_order(tiny_optimum_server: Server) -> None:
-    from concurrent.futures import ThreadPoolExecutor
+    """The sample's path runs one request at a time, in arrival order: each request's
+    tokens all come before the next request's first, and the ones that wait are counted
+    as waiting while they do."""
+    import re
+    import threading
+    import time
 
-    client = tiny_optimum_server.client()
+    import httpx
 
-    def ask(i: int) -> str | None:
-        return (
-            client.chat.completions.create(
-                model="tiny-phi3", messages=[{"role": "user", "content": f"q{i}"}], temperature=0
-            )
-            .choices[0]
-            .message.content
-        )
+    url = tiny_optimum_server.url
+    spans: dict[int, tuple[float, float, int]] = {}
 
-    with ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(ask, range(4)))
-    assert len(set(answers)) == 1
+    def ask(i: int) -> None:
+        body = {
+            "model": "tiny-phi3",
+            "messages": [{"role": "user", "content": f"q{i}"}],
+            "max_tokens": 300 + 10 * i,  # each answer has its own length
+            "ignore_eos": True,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        first = last = 0.0
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=120) as r:
+            for line in r.iter_lines():
+                if '"content":"' in line and '"role"' not in line:  # a token's text
+                    last = time.monotonic()
+                    first = first or last
+                if '"usage":{' in line:
+                    tokens = int(re.search(r'"completion_tokens":(\d+)', line).group(1))
+        spans[i] = (first, last, tokens)
+
+    waiting: list[float] = []
+    polling = threading.Event()
+    polling.set()
+
+    def poll() -> None:
+        while polling.is_set():
+            metrics = httpx.get(f"{url}/metrics").text
+            found = re.search(r"^ovchat_requests_waiting (\S+)", metrics, re.M)
+            waiting.append(float(found.group(1)) if found else -1.0)
+            time.sleep(0.02)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    threads = []
+    for i in range(4):
+        threads.append(threading.Thread(target=ask, args=(i,)))
+        threads[-1].start()
+        time.sleep(0.1)  # arrival order is 0, 1, 2, 3
+    for thread in threads:
+        thread.join()
+    polling.clear()
+    poller.join()
+    assert [spans[i][2] for i in range(4)] == [300, 310, 320, 330]
+    for i in range(3):
+        # 50 ms for the client's threads reading two streams at once; requests that ran
+        # side by side would overlap by most of their length (about a second each).
+        assert spans[i][1] <= spans[i + 1][0] + 0.05, f"request {i + 1} overlapped request {i}"
+        assert spans[i + 1][1] - spans[i + 1][0] > 0.2
+    assert {3.0, 2.0, 1.0} <= set(waiting)  # three wait, then two, then one

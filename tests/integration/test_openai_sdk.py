@@ -3,7 +3,10 @@ whose greedy answer to any chat prompt is TINY_REPLY followed by `<|end|>`."""
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import openai
+import pydantic
 import pytest
 
 from app.chat_format import Turn
@@ -142,3 +145,46 @@ def test_models(tiny_server: Server) -> None:
     assert client.models.retrieve("tiny-phi3").id == "tiny-phi3"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("other")
+
+
+class Unit(pydantic.BaseModel):
+    """The unit to report temperatures in."""
+
+    unit: Literal["celsius", "fahrenheit"]
+
+
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "Unit"}}])
+def test_stream_helper_fires_tool_call_events(tiny_server: Server, choice: Any) -> None:
+    """The SDK's stream helper sees OpenAI's shape: the call's arguments in fragments, then
+    arguments.done (it fires only when the finish reason arrives in a chunk of its own),
+    with the strict tool's arguments parsed into the model."""
+    with tiny_server.client().chat.completions.stream(
+        model="tiny-phi3",
+        messages=MESSAGES,
+        tools=[openai.pydantic_function_tool(Unit)],
+        tool_choice=choice,
+        temperature=0,
+        max_tokens=80,
+    ) as stream:
+        seen = list(stream)
+        final = stream.get_final_completion()
+    fragments = [e for e in seen if e.type == "tool_calls.function.arguments.delta"]
+    [done] = [e for e in seen if e.type == "tool_calls.function.arguments.done"]
+    assert len(fragments) > 3 and done.name == "Unit"
+    assert isinstance(done.parsed_arguments, Unit)
+    assert done.arguments == fragments[-1].arguments  # the delta events carry the snapshot
+    choice_ = final.choices[0]
+    assert choice_.finish_reason == "tool_calls" and choice_.message.content is None
+    [call] = choice_.message.tool_calls or []
+    assert call.function.parsed_arguments == done.parsed_arguments
+
+
+def test_stream_helper_streams_text_while_tools_are_offered(tiny_server: Server) -> None:
+    with tiny_server.client().chat.completions.stream(
+        model="tiny-phi3",
+        messages=MESSAGES,
+        tools=[openai.pydantic_function_tool(Unit)],
+        temperature=0,
+    ) as stream:
+        deltas = [e.delta for e in stream if e.type == "content.delta"]
+    assert len(deltas) > 10 and "".join(deltas) == TINY_REPLY
