@@ -336,7 +336,6 @@ class TokenizerFiles:
     codec: Codec
     special_tokens: dict[str, str]
     chat_template: str | None
-    model_max_length: int | None
     source: str
 
 
@@ -397,7 +396,6 @@ def read_tokenizer(folder: Path) -> TokenizerFiles:
             if template_files
             else _default_template(config.get("chat_template"))
         )
-        limit = config.get("model_max_length")
         return TokenizerFiles(
             codec=RustCodec(
                 Tokenizer.from_file(str(tokenizer_json)),
@@ -405,7 +403,6 @@ def read_tokenizer(folder: Path) -> TokenizerFiles:
             ),
             special_tokens=tokens,
             chat_template=template,
-            model_max_length=limit if isinstance(limit, int) else None,
             source="tokenizer.json",
         )
     return _read_with_transformers(folder)
@@ -415,12 +412,10 @@ def _read_with_transformers(folder: Path) -> TokenizerFiles:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
-    limit = getattr(tokenizer, "model_max_length", None)
     return TokenizerFiles(
         codec=TransformersCodec(tokenizer),
         special_tokens={str(k): str(v) for k, v in tokenizer.special_tokens_map.items()},
         chat_template=_default_template(getattr(tokenizer, "chat_template", None)),
-        model_max_length=limit if isinstance(limit, int) else None,
         source=f"transformers {type(tokenizer).__name__}",
     )
 

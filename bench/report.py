@@ -368,7 +368,18 @@ def write_report(results: list[LevelResult], extras: dict[str, Any], doc: Path, 
             for r in rows:
                 lines.append("| " + " | ".join(str(getattr(r, k)) for k, _ in COLUMNS) + " |")
     lines += ["", "![aggregate tokens/s and TTFT against concurrency](benchmarks.png)", ""]
-    doc.write_text("\n".join(lines))
+    document = "\n".join(lines)
+    # bench/ab.py's before-and-after section is measured apart and kept across runs.
+    previous = doc.read_text() if doc.is_file() else ""
+    if "<!-- ab:start -->" in previous and "<!-- ab:end -->" in previous:
+        start, end = previous.index("<!-- ab:start -->"), previous.index("<!-- ab:end -->")
+        section = previous[start:end] + "<!-- ab:end -->"
+        head, found, tail = document.partition("\n## Targets")
+        if found:
+            document = head + "\n" + section + "\n\n## Targets" + tail
+        else:
+            document += "\n\n" + section
+    doc.write_text(document)
     _plot(results, plot)
 
 

@@ -73,7 +73,6 @@ class GenaiEngine:
         can load its tokenizer meanwhile; wait_ready() waits for the load."""
         self._loop = asyncio.get_running_loop()
         self._launch()
-        self.grammars.start()
 
     async def wait_ready(self) -> None:
         await self._attach()
