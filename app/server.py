@@ -17,6 +17,7 @@ from app import __version__, errors, openapi
 from app.admission import Admission
 from app.api import chat, completions, health, models, page, tokenize
 from app.api import metrics as metrics_api
+from app.core.run import now
 from app.engine.base import Engine
 from app.engine.registry import build_engine
 from app.metrics import Metrics
@@ -27,7 +28,6 @@ from app.middleware import (
     RequestIdMiddleware,
 )
 from app.modelstore import store
-from app.protocol.openai_common import now
 from app.settings import Settings
 from app.state import ServerState
 from app.textmodel import TextModel

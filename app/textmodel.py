@@ -163,6 +163,9 @@ class MarkerEncoder:
         self._stand_ins: dict[str, str] = {}  # marker -> its stand-in in content
         self._encoded: dict[str, str] = {}  # marker or stand-in -> what is encoded
         self._ids: dict[int, int] = {}  # alias id -> marker id
+        # A single-word marker is a token only between word boundaries; the check is made
+        # here, on the marker's own neighbours, since its alias has none of the same.
+        self._single_word = {e["content"] for e in added if e.get("single_word", False)}
         for i, entry in enumerate(added):
             marker = entry["content"]
             alias = f"\ue000{secret}:{i}\ue001"
@@ -171,7 +174,7 @@ class MarkerEncoder:
                 [
                     AddedToken(
                         alias,
-                        single_word=entry.get("single_word", False),
+                        single_word=False,
                         lstrip=entry.get("lstrip", False),
                         rstrip=entry.get("rstrip", False),
                         normalized=entry.get("normalized", False),
@@ -195,9 +198,23 @@ class MarkerEncoder:
 
     def encode(self, rendered: str) -> list[int]:
         if self._rendered is not None:
-            rendered = self._rendered.sub(lambda m: self._encoded[m.group()], rendered)
+            rendered = self._rendered.sub(self._replacement, rendered)
         ids = self._tokenizer.encode(rendered, add_special_tokens=False).ids
         return [self._ids.get(i, i) for i in ids]
+
+    def _replacement(self, match: re.Match[str]) -> str:
+        found = match.group()
+        if found in self._single_word:
+            text, start, end = match.string, match.start(), match.end()
+            if (start > 0 and _word_char(text[start - 1])) or (
+                end < len(text) and _word_char(text[end])
+            ):
+                return found  # not a word of its own: plain text, as the tokenizer has it
+        return self._encoded[found]
+
+
+def _word_char(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
 
 
 def _alternation(strings: dict[str, str]) -> re.Pattern[str] | None:
@@ -420,20 +437,31 @@ def _read_with_transformers(folder: Path) -> TokenizerFiles:
     )
 
 
+# Markup-looking tokens: `<tool_call>`, `<|im_start|>`, `[INST]`; not whitespace or words.
+_MARKUP = re.compile(r"<[^\s<>]{1,64}>|\[/?[A-Z_]{2,32}\]")
+
+
 def template_markers(files: TokenizerFiles, model_type: str) -> frozenset[str]:
     """The added tokens that only a chat template may write: the special ones, the named
-    special tokens, and any other added token the template itself spells (Qwen's
-    `<tool_call>` is not marked special, yet it is the template's)."""
+    special tokens, and a markup-looking added token the template itself writes (Qwen's
+    `<tool_call>` is not marked special, yet it is the template's). A token the template
+    splits content on (`content.split('</think>')`) is content's to hold, and stays text."""
     added = files.codec.added_tokens()
     template = PHI3_ADDED_TOKENS if model_type == "phi3" else ()
     source = files.chat_template or ""
+
+    def written_by_template(text: str) -> bool:
+        if not (_MARKUP.fullmatch(text) and text in source):
+            return False
+        return f"split('{text}')" not in source and f'split("{text}")' not in source
+
     return frozenset(
         text
         for text, special in added.items()
         if special
         or text in files.special_tokens.values()
         or text in template
-        or (text and text in source)
+        or written_by_template(text)
     )
 
 

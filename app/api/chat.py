@@ -10,14 +10,12 @@ from fastapi.responses import Response
 from app.api.common import (
     ERROR_RESPONSES,
     State,
-    check_plan,
+    admit,
     engine_ready,
     model_context,
-    record,
     respond,
     served_model,
 )
-from app.core.run import GenerationRun
 from app.dialects import openai_chat
 from app.protocol.openai_chat import ChatCompletion, ChatCompletionRequest
 
@@ -32,6 +30,5 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
     if body.model_extra:
         logger.debug("Ignoring unknown request fields: %s", sorted(body.model_extra))
     plan = openai_chat.validate(body, model_context(state))
-    await check_plan(state, plan)
-    run = GenerationRun(state, plan, record(request), "chatcmpl")
+    run = await admit(state, plan, request, "chatcmpl")
     return await respond(request, run, openai_chat.ChatRenderer(run, body), bool(body.stream))

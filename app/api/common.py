@@ -4,6 +4,7 @@ answered (one JSON body, or a stream)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
@@ -82,8 +83,30 @@ class DialectRenderer(sse.Renderer, Protocol):
     async def complete(self) -> Response: ...
 
 
-async def check_plan(state: ServerState, plan: GenerationPlan) -> None:
-    """What only the engine can judge (a grammar that must compile), before admission."""
+async def admit(
+    state: ServerState, plan: GenerationPlan, request: Request, id_prefix: str
+) -> GenerationRun:
+    """The plan admitted (429 or 503 when it cannot be), then what only the engine can
+    judge (a grammar that must compile) checked before any of it reaches the engine. The
+    check holds the request's admission slot, so checks are bounded as requests are, and
+    the request's time limit applies to it."""
+    run = GenerationRun(state, plan, record(request), id_prefix)
+    try:
+        async with asyncio.timeout(state.settings.request_timeout_s):
+            await _check(state, plan)
+    except TimeoutError as exc:
+        run.ticket.release()
+        limit = state.settings.request_timeout_s
+        raise ApiError(
+            408, f"The request exceeded its {limit:g} s time limit.", code="timeout"
+        ) from exc
+    except BaseException:
+        run.ticket.release()
+        raise
+    return run
+
+
+async def _check(state: ServerState, plan: GenerationPlan) -> None:
     for params in {choice.params.json_schema: choice.params for choice in plan.choices}.values():
         try:
             await state.engine.check(params)

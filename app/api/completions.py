@@ -10,13 +10,12 @@ from fastapi.responses import Response
 from app.api.common import (
     ERROR_RESPONSES,
     State,
+    admit,
     engine_ready,
     model_context,
-    record,
     respond,
     served_model,
 )
-from app.core.run import GenerationRun
 from app.dialects import openai_completions
 from app.protocol.openai_completions import Completion, CompletionRequest
 
@@ -31,7 +30,6 @@ async def completions(body: CompletionRequest, request: Request, state: State) -
     if body.model_extra:
         logger.debug("Ignoring unknown request fields: %s", sorted(body.model_extra))
     plan = openai_completions.validate(body, model_context(state))
-    run = GenerationRun(state, plan, record(request), "cmpl")
-    texts = [p if isinstance(p, str) else state.text.decode(p) for p in body.prompts()]
-    renderer = openai_completions.CompletionRenderer(run, body, texts)
+    run = await admit(state, plan, request, "cmpl")
+    renderer = openai_completions.CompletionRenderer(run, body)
     return await respond(request, run, renderer, bool(body.stream))

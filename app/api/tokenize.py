@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.common import ERROR_RESPONSES, State, served_model
+from app.api.common import ERROR_RESPONSES, State, model_context, served_model
 from app.chat_format import PromptError
-from app.dialects.openai_chat import to_turns
+from app.core.schema import SchemaError
+from app.dialects.openai_chat import to_turns, tool_plan
 from app.errors import ApiError
 from app.protocol.vllm import (
     DetokenizeRequest,
@@ -24,10 +25,13 @@ async def tokenize(body: TokenizeRequest, state: State) -> TokenizeResponse:
         served_model(state, body.model)
     if body.messages is not None:
         try:
+            tools = tool_plan(body.tools, body.tool_choice, None, model_context(state))
             # Encoded exactly as a chat request is, message content as text: the same ids.
             tokens = state.text.encode_chat(
-                to_turns(body.messages), add_generation_prompt=body.add_generation_prompt
+                to_turns(body.messages, tools), add_generation_prompt=body.add_generation_prompt
             )
+        except SchemaError as exc:
+            raise ApiError(400, str(exc), param=exc.param, code="invalid_value") from exc
         except PromptError as exc:
             raise ApiError(400, str(exc), param=exc.param) from exc
     else:

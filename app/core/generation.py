@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from app.core.plan import ChoicePlan
 from app.core.stops import StopMatcher
-from app.core.tools import CallArguments, CallStart, Text, ToolCallParser, ToolEvent, ToolPlan
+from app.core.tools import CallStart, Text, ToolCallParser, ToolEvent, ToolPlan
 from app.engine.base import Engine, EngineFinish
 from app.textmodel import TextModel
 
@@ -83,56 +83,56 @@ async def choice_events(
     count: Callable[[int, int], None],
 ) -> AsyncIterator[Event]:
     """One choice's events, ending with its ChoiceEnd. `count(index, tokens)` hears of
-    every token the engine produced for it, those that never become text included."""
+    every token the engine produced for it, those that never become text included. Stop
+    strings end text; they never cut a tool call's JSON."""
     decoder = model.decoder()
     matcher = StopMatcher(stops)
     parser = ToolCallParser(tools) if tools is not None else None
-    held: list[ChosenToken] = []  # log-probabilities of text the tool parser holds back
+    held: list[ChosenToken] = []  # log-probabilities of text not yet released
     produced = 0
     generation = engine.generate(choice.prompt_ids, choice.params)
     try:
         async for delta in generation:
             produced += len(delta.token_ids)
             count(index, produced)
-            logprobs = _logprobs(model, delta.token_ids, delta.logprobs)
+            held.extend(_logprobs(model, delta.token_ids, delta.logprobs))
             text = decoder.push(delta.token_ids)
-            if delta.finish is not None:
+            last = delta.finish is not None
+            if last:
                 text += decoder.flush()
-            released, stopped = matcher.feed(text)
-            if delta.finish is not None and not stopped:
-                released += matcher.flush()
-            ended = stopped or delta.finish is not None
             if parser is None:
-                if released or logprobs:
-                    yield TextOut(index, released, logprobs)
+                pieces: list[ToolEvent] = [Text(text)]
             else:
-                held.extend(logprobs)
-                events = parser.feed(released) + (parser.close() if ended else [])
-                for event in _tool_events(index, events, held):
-                    yield event
-                if parser.text_mode and held:
-                    yield TextOut(index, "", tuple(held))
-                    held.clear()
-                if parser.done:
-                    yield ChoiceEnd(index, "tool_calls")
-                    return  # closing the generation cancels the rest in the engine
-            if ended:
+                pieces = parser.feed(text) + (parser.close() if last else [])
+            stopped = False
+            for piece in pieces:
+                if isinstance(piece, Text):
+                    released, stopped = matcher.feed(piece.text)
+                    if released or held:
+                        yield TextOut(index, released, tuple(held))
+                        held.clear()
+                    if stopped:
+                        break
+                elif isinstance(piece, CallStart):
+                    held.clear()  # the call's own text is not content
+                    yield CallOut(index, piece.call, piece.id, piece.name)
+                else:
+                    yield ArgumentsOut(index, piece.call, piece.fragment)
+            if parser is not None and parser.done:
+                yield ChoiceEnd(index, "tool_calls")
+                return  # closing the generation cancels the rest in the engine
+            if last and not stopped:
+                tail = matcher.flush()
+                if tail or held:
+                    yield TextOut(index, tail, tuple(held))
+            if stopped or last:
                 yield ChoiceEnd(index, finish_reason(delta.finish, stopped, parser))
                 return
+            if held and (parser is None or parser.text_mode):
+                yield TextOut(index, "", tuple(held))  # tokens whose text is still held
+                held.clear()
     finally:
         await generation.aclose()
-
-
-def _tool_events(index: int, events: list[ToolEvent], held: list[ChosenToken]) -> Iterator[Event]:
-    for event in events:
-        if isinstance(event, Text):
-            yield TextOut(index, event.text, tuple(held))
-            held.clear()
-        elif isinstance(event, CallStart):
-            held.clear()  # the call's own text is not content
-            yield CallOut(index, event.call, event.id, event.name)
-        elif isinstance(event, CallArguments):
-            yield ArgumentsOut(index, event.call, event.fragment)
 
 
 def _logprobs(

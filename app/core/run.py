@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -14,8 +15,15 @@ from app.core.generation import ChoiceEnd, Event, Finish, choice_events, merge
 from app.core.plan import GenerationPlan
 from app.engine.base import EngineError, RequestRejected
 from app.errors import ApiError
-from app.protocol.openai_common import new_id, now
 from app.state import ServerState
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def now() -> int:
+    return int(time.time())
 
 
 def engine_failure(exc: EngineError) -> ApiError:

@@ -92,28 +92,38 @@ def _escape(name: str) -> str:
     return name.replace("~", "~0").replace("/", "~1")
 
 
-def _resolve(root: Any, pointer: str) -> bool:
-    node = root
-    for raw in pointer.split("/")[1:] if pointer else []:
-        part = raw.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return False
-    return True
-
-
-def check_schema(schema: dict[str, Any], param: str) -> None:
-    """A 400 (SchemaError) for a schema that is not valid JSON Schema, that refers outside
-    itself or to nothing, or that uses a keyword the grammar would ignore."""
+def check_valid(schema: dict[str, Any], param: str) -> None:
+    """A 400 (SchemaError) for a schema that is not valid JSON Schema, or that refers
+    outside itself or to nothing: for every schema a client sends, enforced or not."""
     from jsonschema import exceptions, validators
 
     try:
         validators.validator_for(schema).check_schema(schema)
     except exceptions.SchemaError as exc:
         raise SchemaError(f"Invalid JSON schema: {exc.message}", param) from exc
+    for path, sub in subschemas(schema):
+        ref = sub.get("$ref")
+        if not isinstance(ref, str):
+            continue
+        if ref != "#" and not ref.startswith("#/"):
+            raise SchemaError(
+                f"JSON schema '$ref' {ref!r} (at {path}) is not supported: only JSON "
+                f"pointers within the schema ('#/$defs/...') are, not anchors or other "
+                f"documents.",
+                param,
+            )
+        if _target(schema, ref) is _MISSING:
+            raise SchemaError(
+                f"JSON schema '$ref' {ref!r} (at {path}) points at nothing in the schema.",
+                param,
+            )
+
+
+def check_enforceable(schema: dict[str, Any], param: str) -> None:
+    """A 400 (SchemaError) for a valid schema the grammar could not hold an output to: a
+    keyword it ignores, or a part no value can satisfy (the grammar would let a model
+    start that part and then allow no token at all)."""
+    check_valid(schema, param)
     for path, sub in subschemas(schema):
         for keyword, what in UNENFORCED.items():
             if keyword in sub:
@@ -148,19 +158,110 @@ def check_schema(schema: dict[str, Any], param: str) -> None:
                         f"length into the pattern.",
                         param,
                     )
+        properties = sub.get("properties")
+        required = sub.get("required")
+        open_keys = "patternProperties" in sub or isinstance(sub.get("additionalProperties"), dict)
+        if isinstance(required, list) and isinstance(properties, dict) and not open_keys:
+            undefined = [name for name in required if name not in properties]
+            if undefined:
+                raise SchemaError(
+                    f"JSON schema 'required' names {undefined[0]!r} (at {path}), which "
+                    f"'properties' does not define: the grammar would leave it out.",
+                    param,
+                )
+    unsatisfiable = _unsatisfiable(schema)
+    if unsatisfiable is not None:
+        raise SchemaError(
+            f"JSON schema at {unsatisfiable} admits no value (a reference cycle with no way "
+            f"out, or an empty enum): the output could never be completed.",
+            param,
+        )
+
+
+_MISSING = object()
+
+
+def _target(root: Any, ref: str) -> Any:
+    from urllib.parse import unquote
+
+    node = root
+    for raw in ref[2:].split("/") if ref != "#" else []:
+        part = unquote(raw).replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return _MISSING
+    return node
+
+
+def _unsatisfiable(root: dict[str, Any]) -> str | None:
+    """The pointer of a subschema that no value satisfies, among those an output can
+    enter, or None. A least fixed point: every subschema starts unsatisfiable and becomes
+    satisfiable once a value for it can be built from satisfiable parts, so a reference
+    cycle that never reaches a leaf stays unsatisfiable."""
+    from urllib.parse import unquote
+
+    nodes = dict(subschemas(root))
+    ok: dict[str, bool] = {path: False for path in nodes}
+
+    def sat(sub: Any, path: str) -> bool:
+        if sub is True or sub == {}:
+            return True
+        if not isinstance(sub, dict):
+            return sub is not False
+        return ok.get(path, True)
+
+    def satisfiable(path: str, sub: dict[str, Any]) -> bool:
         ref = sub.get("$ref")
-        if isinstance(ref, str):
-            if not ref.startswith("#"):
-                raise SchemaError(
-                    f"JSON schema '$ref' {ref!r} (at {path}) is not supported: only references "
-                    f"within the schema ('#/$defs/...') are.",
-                    param,
-                )
-            if not _resolve(schema, ref[1:]):
-                raise SchemaError(
-                    f"JSON schema '$ref' {ref!r} (at {path}) points at nothing in the schema.",
-                    param,
-                )
+        if isinstance(ref, str) and not ok.get("#" + unquote(ref[1:]), True):
+            return False
+        if sub.get("enum") == []:
+            return False
+        needs: list[tuple[Any, str]] = []  # parts every value must have a value of
+        for key in ("anyOf", "oneOf"):
+            options = sub.get(key)
+            if (
+                isinstance(options, list)
+                and options
+                and not any(sat(o, f"{path}/{key}/{i}") for i, o in enumerate(options))
+            ):
+                return False
+        if isinstance(sub.get("allOf"), list):
+            needs += [(o, f"{path}/allOf/{i}") for i, o in enumerate(sub["allOf"])]
+        properties = sub.get("properties")
+        if isinstance(properties, dict):
+            needs += [
+                (properties[name], f"{path}/properties/{_escape(name)}")
+                for name in sub.get("required") or []
+                if name in properties
+            ]
+        if isinstance(sub.get("minItems"), int) and sub["minItems"] > 0:
+            prefix = sub.get("prefixItems")
+            if isinstance(prefix, list) and prefix:
+                needs += [(o, f"{path}/prefixItems/{i}") for i, o in enumerate(prefix)]
+            elif isinstance(sub.get("items"), dict | bool):
+                needs.append((sub["items"], f"{path}/items"))
+        return all(sat(part, where) for part, where in needs)
+
+    changed = True
+    while changed:
+        changed = False
+        for path, sub in nodes.items():
+            if not ok[path] and satisfiable(path, sub):
+                ok[path] = changed = True
+    # Any part an output can enter; a definition is entered through its references.
+    for path in nodes:
+        if not ok[path] and not _defined_only(path):
+            return path
+    return None
+
+
+def _defined_only(path: str) -> bool:
+    """A definition is reached only through references, which are checked where they are."""
+    parts = path.split("/")
+    return len(parts) >= 3 and parts[-2] in ("$defs", "definitions")
 
 
 def nest(schema: dict[str, Any], key: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -168,10 +269,13 @@ def nest(schema: dict[str, Any], key: str) -> tuple[dict[str, Any], dict[str, An
     the enclosing grammar's root). Every reference within the schema is rewritten to point
     under `#/$defs/<key>`, so `#`, `#/$defs/Item` or `#/properties/a` keep meaning what they
     meant, at any depth and in recursion."""
+    from urllib.parse import unquote
+
     moved = copy.deepcopy(schema)
     prefix = f"#/$defs/{_escape(key)}"
     for _, sub in subschemas(moved):
         ref = sub.get("$ref")
         if isinstance(ref, str) and ref.startswith("#"):
-            sub["$ref"] = prefix + ref[1:]
+            # Percent-decoded: the grammar compiler looks keys up as they are written.
+            sub["$ref"] = prefix + unquote(ref[1:])
     return {"$ref": prefix}, moved

@@ -18,7 +18,6 @@ from app.errors import ApiError
 # Frames are handed to sse-starlette as finished bytes: its own encoder builds an event
 # object and regex-splits the data per event, work a one-line JSON payload never needs.
 Frame = bytes
-DATA_DONE: Frame = b"data: [DONE]\n\n"
 
 # Stands for a frame's text while the frame is serialized: control characters are always
 # escaped in JSON, so its encoded form cannot occur in any other part of a frame.
@@ -76,7 +75,7 @@ class Renderer(Protocol):
         ...
 
     def end(self) -> list[Frame]:
-        """Last of all, also after an error ([DONE] for OpenAI)."""
+        """Last of all, also after an error (OpenAI's `[DONE]`)."""
         ...
 
 

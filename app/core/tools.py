@@ -17,9 +17,6 @@ from typing import Any, Literal
 
 from app.core.schema import nest
 
-# OpenAI: a function without `parameters` takes an empty parameter list.
-NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
-
 
 def new_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
@@ -63,22 +60,25 @@ class ToolPlan:
         )
 
 
-ToolChoice = Literal["auto", "required"] | str  # a function's name forces that function
+def no_parameters() -> dict[str, Any]:
+    """OpenAI: a function without `parameters` takes an empty parameter list."""
+    return {"type": "object", "properties": {}, "additionalProperties": False}
 
 
 def plan_tools(
-    tools: Sequence[FunctionTool], choice: ToolChoice, one_call: bool, max_calls: int
+    tools: Sequence[FunctionTool],
+    mode: Literal["auto", "required", "named"],
+    one_call: bool,
+    max_calls: int,
+    name: str | None = None,
 ) -> ToolPlan | None:
-    """`choice` is `auto`, `required` or a function's name (`none` means no plan)."""
+    """`auto`: the model may call any of `tools`; `required`: it must; `named`: it must
+    call the function `name`, once."""
     if not tools:
         return None
-    forced = choice != "auto"
-    chosen = (
-        tuple(tools)
-        if choice in ("auto", "required")
-        else tuple(t for t in tools if t.name == choice)
-    )
-    calls = 1 if one_call or choice not in ("auto", "required") else max_calls
+    chosen = tuple(t for t in tools if t.name == name) if mode == "named" else tuple(tools)
+    calls = 1 if one_call or mode == "named" else max_calls
+    forced = mode != "auto"
     grammar = json.dumps(calls_schema(chosen, calls)) if forced else None
     return ToolPlan(tools=chosen, forced=forced, max_calls=calls, grammar=grammar)
 
@@ -173,22 +173,26 @@ _WS = " \t\n\r"
     _CALL_VALUE,
     _NAME,
     _VALUE,
+    _STRING_ARGUMENTS,
     _CALL_NEXT,
     _AFTER_CALL,
     _CLOSE,
-) = range(15)
+) = range(16)
+_WRAPPER_KEY = "tool_calls"
 
 
 class ToolCallParser:
     """Reads a reply as it is generated and tells text from calls.
 
     Until the reply can no longer become a call, what it wrote is held back; the moment it
-    cannot (a first character that is not `{`, a first key that is not `tool_calls`, a
-    function that is not offered), everything held is released as text and the rest passes
-    through. Once the first call's name is known, the reply is a call: each call is
-    announced with its name, then its arguments stream as JSON fragments while they are
-    generated (the model's own text, less the whitespace between JSON tokens). When the
-    wrapper object closes the reply is over (`done`)."""
+    cannot (a first character that is not `{`, a first key that does not begin
+    `tool_calls`, a function name that no offered function begins with), everything held
+    is released as text and the rest passes through. Once the first call's name is known,
+    the reply is a call: each call is announced with its name, then its arguments stream
+    as JSON fragments while they are generated (the model's own text, less the whitespace
+    between JSON tokens; arguments a model wrote as a JSON string, as OpenAI's wire format
+    has them, are unwrapped). When the wrapper object closes, or a call names a function
+    that is not offered, the reply is over (`done`)."""
 
     def __init__(self, plan: ToolPlan, new_id: Callable[[], str] = new_call_id) -> None:
         self._names = plan.names
@@ -197,9 +201,9 @@ class ToolCallParser:
         self._held: list[str] = []
         self._committed = False
         self.text_mode = False  # not a call: everything passes through
-        self.done = False  # the wrapper closed: nothing more belongs to this reply
+        self.done = False  # nothing more belongs to this reply
         self.calls = 0  # calls announced
-        self._buffer: list[str] = []  # a key or a name being read
+        self._buffer: list[str] = []  # a key, a name, or a scalar argument being read
         self._key = ""
         self._name: str | None = None  # of the current call object, once read
         self._early_arguments: list[str] = []  # arguments written before the name
@@ -209,6 +213,7 @@ class ToolCallParser:
         self._in_string = False
         self._escape = False
         self._scalar = False  # the value is a number or literal: ends at a delimiter
+        self._pending_escape = ""  # an escape in string arguments, until it is whole
 
     @property
     def called(self) -> bool:
@@ -234,8 +239,15 @@ class ToolCallParser:
         return out
 
     def close(self) -> list[ToolEvent]:
-        """The reply ended: what was held back without becoming a call is text."""
-        if self._committed or self.text_mode or not self._held:
+        """The reply ended: what was held back without becoming a call is text, and a call
+        that gave no arguments gave none."""
+        if self._committed:
+            if self._name is not None and not self._had_arguments and not self.done:
+                out: list[ToolEvent] = []
+                self._arguments("{}", out)
+                return out
+            return []
+        if self.text_mode or not self._held:
             return []
         self.text_mode = True
         held, self._held = "".join(self._held), []
@@ -254,8 +266,11 @@ class ToolCallParser:
             out.append(CallArguments(self.calls - 1, fragment))
 
     def _named(self, name: str, out: list[ToolEvent]) -> bool:
-        if name not in self._names and not self._committed:
-            return False
+        if name not in self._names:
+            if not self._committed:
+                return False
+            self.done = True  # a later call of a function that is not offered: stop here
+            return True
         self._name = name
         self._committed = True
         self._held.clear()
@@ -271,6 +286,8 @@ class ToolCallParser:
         state = self._state
         if state == _VALUE:
             return self._value(ch, out)
+        if state == _STRING_ARGUMENTS:
+            return self._string_arguments(ch, out)
         if state in (_KEY0_STR, _CALL_KEY_STR, _NAME):
             return self._string(ch, out)
         if ch in _WS:
@@ -298,14 +315,7 @@ class ToolCallParser:
         if state == _CALL_COLON:
             return self._expect(ch, ":", _CALL_VALUE)
         if state == _CALL_VALUE:
-            if self._key == "name":
-                return self._expect(ch, '"', _NAME)
-            self._value_is_arguments = self._key == "arguments"
-            self._depth = 0
-            self._in_string = self._escape = False
-            self._scalar = ch not in '{["'
-            self._state = _VALUE
-            return self._value(ch, out)
+            return self._start_value(ch, out)
         if state == _CALL_NEXT:
             if ch == ",":
                 self._state = _CALL_KEY
@@ -329,12 +339,25 @@ class ToolCallParser:
         self._state = then
         return True
 
+    def _start_value(self, ch: str, out: list[ToolEvent]) -> bool:
+        if self._key == "name" and self._name is None:
+            return self._expect(ch, '"', _NAME)
+        self._value_is_arguments = self._key == "arguments"
+        if self._value_is_arguments and ch == '"':
+            self._state = _STRING_ARGUMENTS  # `"arguments": "{\"a\": 1}"`: unwrapped
+            return True
+        self._depth = 0
+        self._in_string = self._escape = False
+        self._scalar = ch not in '{["'
+        self._state = _VALUE
+        return self._value(ch, out)
+
     def _string(self, ch: str, out: list[ToolEvent]) -> bool:
         """A key or a function name, up to its closing quote."""
         if self._escape or ch == "\\" or ch != '"':
             self._escape = not self._escape and ch == "\\"
             self._buffer.append(ch)
-            return True
+            return self._committed or self._could_still_be_ours()
         try:
             value = json.loads('"' + "".join(self._buffer) + '"')
         except ValueError:
@@ -342,7 +365,7 @@ class ToolCallParser:
         self._buffer.clear()
         if self._state == _KEY0_STR:
             self._state = _COLON0
-            return bool(value == "tool_calls")
+            return bool(value == _WRAPPER_KEY)
         if self._state == _CALL_KEY_STR:
             self._key = value
             self._state = _CALL_COLON
@@ -350,15 +373,31 @@ class ToolCallParser:
         self._state = _CALL_NEXT
         return self._named(value, out)
 
+    def _could_still_be_ours(self) -> bool:
+        """While nothing is committed: can the key or name being read still be ours?"""
+        so_far = "".join(self._buffer)
+        if self._state == _KEY0_STR:
+            return _WRAPPER_KEY.startswith(so_far)
+        if self._state == _NAME:
+            return any(name.startswith(so_far) for name in self._names)
+        return True
+
     def _value(self, ch: str, out: list[ToolEvent]) -> bool:
         """Any JSON value (the arguments, or a key of ours this parser skips)."""
         if self._scalar and not self._in_string and (ch in _WS or ch in ",}]"):
+            if self._value_is_arguments:
+                scalar = "".join(self._buffer)
+                self._buffer.clear()
+                self._arguments("{}" if scalar == "null" else scalar, out)
             self._state = _CALL_NEXT
             return self._step(ch, out)
         # Whitespace between JSON tokens means nothing, and the grammar lets a model write
         # runs of it: the arguments keep only what means something.
         if self._value_is_arguments and (self._in_string or ch not in _WS):
-            self._arguments(ch, out)
+            if self._scalar:
+                self._buffer.append(ch)  # `null` becomes `{}`, known at its end
+            else:
+                self._arguments(ch, out)
         if self._in_string:
             if self._escape:
                 self._escape = False
@@ -376,6 +415,30 @@ class ToolCallParser:
             self._depth -= 1
             if self._depth == 0:
                 self._state = _CALL_NEXT
+        return True
+
+    def _string_arguments(self, ch: str, out: list[ToolEvent]) -> bool:
+        """Arguments the model wrote as a JSON string: its decoded text is the arguments."""
+        if self._pending_escape:
+            self._pending_escape += ch
+            escape = self._pending_escape
+            if escape[1] == "u" and len(escape) < 6:
+                return True
+            if escape[1] == "u" and 0xD800 <= int(escape[2:6], 16) < 0xDC00 and len(escape) < 12:
+                return True  # a high surrogate: its pair follows
+            self._pending_escape = ""
+            try:
+                self._arguments(json.loads('"' + escape + '"'), out)
+            except ValueError:
+                return False
+            return True
+        if ch == "\\":
+            self._pending_escape = ch
+            return True
+        if ch == '"':
+            self._state = _CALL_NEXT
+            return True
+        self._arguments(ch, out)
         return True
 
     def _end_call(self, out: list[ToolEvent]) -> bool:

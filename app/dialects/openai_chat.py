@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from fastapi.responses import JSONResponse, Response
 
@@ -14,17 +14,24 @@ from app.core.generation import ArgumentsOut, CallOut, ChoiceEnd, ChosenToken, E
 from app.core.plan import ChoicePlan, GenerationPlan, ModelContext
 from app.core.run import GenerationRun
 from app.core.sampling import check_stops, completion_budget
-from app.core.schema import SchemaError, check_schema
-from app.core.sse import DATA_DONE, Frame, TextFrames, data_frame
+from app.core.schema import SchemaError, check_enforceable, check_valid
+from app.core.sse import Frame, TextFrames, data_frame
 from app.core.tools import (
-    NO_PARAMETERS,
     FunctionTool,
     ToolPlan,
+    no_parameters,
     plan_tools,
     render_calls,
     render_result,
 )
-from app.dialects.openai_common import header, sampling_params, usage, wire_logprobs, with_timings
+from app.dialects.openai_common import (
+    DONE,
+    header,
+    sampling_params,
+    usage,
+    wire_logprobs,
+    with_timings,
+)
 from app.errors import ApiError
 from app.protocol.openai_chat import (
     AssistantMessage,
@@ -43,6 +50,8 @@ from app.protocol.openai_chat import (
     ResponseFormatJsonObject,
     ResponseFormatJsonSchema,
     ToolCall,
+    ToolChoice,
+    ToolDefinition,
 )
 from app.protocol.openai_common import Usage
 
@@ -69,7 +78,7 @@ def validate(body: ChatCompletionRequest, ctx: ModelContext) -> GenerationPlan:
             code="too_many_messages",
         )
     try:
-        tools = tool_plan(body, ctx)
+        tools = tool_plan(body.tools, body.tool_choice, body.parallel_tool_calls, ctx)
         schema = tools.grammar if tools and tools.forced else response_format_schema(body)
     except SchemaError as exc:
         raise ApiError(400, str(exc), param=exc.param, code="invalid_value") from exc
@@ -88,24 +97,34 @@ def validate(body: ChatCompletionRequest, ctx: ModelContext) -> GenerationPlan:
     )
 
 
-def tool_plan(body: ChatCompletionRequest, ctx: ModelContext) -> ToolPlan | None:
-    if not body.tools or body.tool_choice == "none":
+def tool_plan(
+    tools: list[ToolDefinition] | None,
+    choice: ToolChoice | None,
+    parallel: bool | None,
+    ctx: ModelContext,
+) -> ToolPlan | None:
+    """Tools as the core plans them. Every schema must be valid; those a forced call is
+    constrained by must also be enforceable (under `auto` they are only described)."""
+    if not tools or choice == "none":
         return None
-    tools = []
-    for i, tool in enumerate(body.tools):
+    named = choice.function.name if isinstance(choice, NamedToolChoice) else None
+    mode: Literal["auto", "required", "named"] = (
+        "named" if named is not None else "required" if choice == "required" else "auto"
+    )
+    functions = []
+    for i, tool in enumerate(tools):
         parameters = tool.function.parameters
         if parameters is None:
-            parameters = NO_PARAMETERS
+            parameters = no_parameters()
+        elif mode == "auto" or (named is not None and tool.function.name != named):
+            check_valid(parameters, f"tools[{i}].function.parameters")
         else:
-            check_schema(parameters, f"tools[{i}].function.parameters")
-        tools.append(FunctionTool(tool.function.name, tool.function.description or "", parameters))
-    choice = body.tool_choice
-    named = choice.function.name if isinstance(choice, NamedToolChoice) else None
+            check_enforceable(parameters, f"tools[{i}].function.parameters")
+        functions.append(
+            FunctionTool(tool.function.name, tool.function.description or "", parameters)
+        )
     return plan_tools(
-        tools,
-        named or ("required" if choice == "required" else "auto"),
-        one_call=body.parallel_tool_calls is False,
-        max_calls=ctx.limits.max_tool_calls,
+        functions, mode, one_call=parallel is False, max_calls=ctx.limits.max_tool_calls, name=named
     )
 
 
@@ -115,7 +134,7 @@ def response_format_schema(body: ChatCompletionRequest) -> str | None:
         return json.dumps(ANY_OBJECT)
     if isinstance(response_format, ResponseFormatJsonSchema):
         schema = response_format.json_schema.schema_ or ANY_OBJECT
-        check_schema(schema, "response_format.json_schema.schema")
+        check_enforceable(schema, "response_format.json_schema.schema")
         return json.dumps(schema)
     return None
 
@@ -308,4 +327,4 @@ class ChatRenderer:
         return [data_frame(error.payload())]
 
     def end(self) -> list[Frame]:
-        return [DATA_DONE]
+        return [DONE]

@@ -21,6 +21,8 @@ from app.engine.base import LOGPROBS, MIN_P, PENALTIES, STRUCTURED_OUTPUT, Sampl
 from app.protocol.openai_chat import TokenLogprob
 from app.protocol.openai_common import GenerationRequest, Usage
 
+DONE = b"data: [DONE]\n\n"  # how OpenAI ends every stream, also after an error event
+
 
 def sampling_params(
     body: GenerationRequest,

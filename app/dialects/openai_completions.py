@@ -11,8 +11,8 @@ from app.core.generation import ChoiceEnd, ChosenToken, Event, TextOut
 from app.core.plan import ChoicePlan, GenerationPlan, ModelContext
 from app.core.run import GenerationRun
 from app.core.sampling import check_stops, completion_budget
-from app.core.sse import DATA_DONE, Frame, TextFrames, data_frame
-from app.dialects.openai_common import header, sampling_params, usage, with_timings
+from app.core.sse import Frame, TextFrames, data_frame
+from app.dialects.openai_common import DONE, header, sampling_params, usage, with_timings
 from app.errors import ApiError
 from app.protocol.openai_common import Usage
 from app.protocol.openai_completions import (
@@ -90,12 +90,12 @@ def encode(ctx: ModelContext, prompt: str | list[int], param: str) -> list[int]:
 
 
 class CompletionRenderer:
-    def __init__(
-        self, run: GenerationRun, body: CompletionRequest, prompt_texts: list[str]
-    ) -> None:
+    def __init__(self, run: GenerationRun, body: CompletionRequest) -> None:
         self.run = run
         self.body = body
-        self.echoes = [prompt_texts[c.prompt] if body.echo else "" for c in run.plan.choices]
+        prompts = body.prompts() if body.echo else []
+        texts = [p if isinstance(p, str) else run.state.text.decode(p) for p in prompts]
+        self.echoes = [texts[c.prompt] if body.echo else "" for c in run.plan.choices]
         self.texts = list(self.echoes)
         self.logprobs: list[list[ChosenToken]] = [[] for _ in run.plan.choices]
         self.offsets = [len(echo) for echo in self.echoes]  # text_offset of the next token
@@ -186,4 +186,4 @@ class CompletionRenderer:
         return [data_frame(error.payload())]
 
     def end(self) -> list[Frame]:
-        return [DATA_DONE]
+        return [DONE]

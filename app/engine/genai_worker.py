@@ -27,7 +27,7 @@ from multiprocessing.queues import Queue
 from pathlib import Path
 from typing import Any
 
-from app.engine.base import SamplingParams
+from app.engine.base import EngineFinish, SamplingParams
 from app.engine.kv_window import EvictionAreas, kv_block_size, model_window
 from app.engine.messages import (
     AddRequest,
@@ -183,9 +183,13 @@ def cache_window(cfg: WorkerConfig) -> int | None:
     return window
 
 
-def _finish_name(reason: Any) -> str | None:
+def _finish_name(reason: Any) -> EngineFinish | None:
     name = getattr(reason, "name", str(reason)).upper()
-    return {"STOP": "stop", "LENGTH": "length"}.get(name)
+    if name == "STOP":
+        return "stop"
+    if name == "LENGTH":
+        return "length"
+    return None
 
 
 def _last_line(exc: BaseException) -> str:
@@ -193,13 +197,20 @@ def _last_line(exc: BaseException) -> str:
     return lines[-1].strip() if lines else type(exc).__name__
 
 
+def _grammar_fault(exc: BaseException) -> bool:
+    """Raised by genai's bundled grammar compiler (its sources sit under xgrammar-src)."""
+    return "xgrammar" in str(exc).lower()
+
+
 # A step that fails leaves genai's scheduler mid-iteration: every sequence still counts as
 # scheduled and the next step refuses to run. Cancelling every request and stepping once
 # clears that (measured on 2026.4: the pipeline then serves as before and frees every
-# block), so the engine recovers by re-adding the requests it held. More faults than this
-# in a row that no single culprit explains, with no good step between them, is a fault
-# that re-adding does not cure: the process exits and the server starts a new one, the
-# last resort.
+# block), so the engine recovers by re-adding the requests it held. Two bounds keep that
+# from going round in circles: a request present at this many faults that no single
+# culprit explained is failed (a fault that comes back at its k-th token would otherwise
+# recur on every replay), and this many such faults in a row with no good step between
+# them end the process, which the server then restarts: the last resort.
+MAX_FAULTS_PER_REQUEST = 3
 MAX_CONSECUTIVE_FAULTS = 2
 
 
@@ -208,10 +219,12 @@ class _Request:
     """A request the engine holds, with the tokens it has delivered.
 
     After a fault it is re-added where its client is: its prompt followed by what was
-    delivered, for the tokens left. A request with a grammar cannot resume that way (genai
-    would start the grammar over), so it is regenerated from the start with its seed and
-    its tokens are checked against those delivered before new ones go out; it fails if
-    they differ (batch composition can tip a sampled or near-tied token)."""
+    delivered, for the tokens left (greedy text then goes on as it would have; a sampled
+    one goes on as a new sample of the same model, and penalties count the delivered
+    tokens as prompt). A request with a grammar cannot resume that way (genai would start
+    the grammar over), so it is regenerated from the start with its seed and its tokens
+    are checked against those delivered before new ones go out; it fails if they differ
+    (batch composition can tip a sampled or near-tied token)."""
 
     rid: int
     prompt_ids: list[int]
@@ -221,9 +234,10 @@ class _Request:
     replayed: int = 0  # while replaying: delivered tokens regenerated so far
     replaying: bool = False
     # Produced a token since it was (re)added. genai compiles a request's grammar when it
-    # first samples it, so a step that fails while an unsampled request has a grammar is
-    # that request's fault, when there is only one such request.
+    # first samples it, so a grammar fault while one unsampled request has a grammar is
+    # that request's fault.
     sampled: bool = False
+    faults: int = 0  # faults it was held during that no single culprit explained
 
     @property
     def unproven(self) -> bool:
@@ -249,9 +263,11 @@ class _Worker:
         self.pipe = pipe
         self.out = out
         self.requests: dict[int, _Request] = {}
-        # Suspects of a fault that could not be told apart: re-added one at a time, each
-        # once the previous has proven its grammar, so the next fault names its culprit.
+        # Suspects of a grammar fault that could not be told apart: re-added one at a
+        # time, each once the one before has proven its grammar (or left), so the next
+        # fault names its culprit.
         self.probation: deque[_Request] = deque()
+        self.probing: _Request | None = None
         self.outbox: list[FromEngine] = []
         self.genai_ids = itertools.count(1)  # a replay needs a fresh id: genai keys state by it
         self.faults = 0
@@ -273,6 +289,9 @@ class _Worker:
         self.requests.pop(request.rid, None)
         if request.handle is not None:
             request.handle.cancel()
+            request.handle = None
+        if request in self.probation:
+            self.probation.remove(request)
         self.outbox.append(RequestFailed(request.rid, message, rejected))
 
     def handle_message(self, message: ToEngine) -> bool:
@@ -305,15 +324,19 @@ class _Worker:
         return True
 
     def admit_probation(self) -> None:
-        if not self.probation:
+        probing = self.probing
+        if probing is not None and probing.rid in self.requests and probing.unproven:
             return
-        if any(r.unproven for r in self.requests.values() if r.handle is not None):
+        self.probing = None
+        if not self.probation:
             return
         request = self.probation.popleft()
         try:
             self.add(request)
         except Exception as exc:
             self.fail(request, _last_line(exc), rejected=True)
+            return
+        self.probing = request
 
     def step(self) -> None:
         try:
@@ -334,7 +357,7 @@ class _Worker:
                 continue
             tokens: list[int] = []
             logprobs: list[float] = []
-            finish: str | None = None
+            finish: EngineFinish | None = None
             if handle.can_read():
                 for output in handle.read().values():
                     tokens.extend(output.generated_ids)
@@ -351,14 +374,13 @@ class _Worker:
                 del self.requests[request.rid]
                 finish = finish or "length"
             if request.replaying:
-                tokens, logprobs = self.replayed(request, tokens, logprobs, finish)
-                if request.replaying:  # still regenerating what the client already has
-                    if finish is not None:
-                        self.fail(request, "the request could not be resumed after an engine fault")
+                fresh = self.replayed(request, tokens, logprobs, finish)
+                if fresh is None:  # failed, or still regenerating what its client has
                     continue
+                tokens, logprobs = fresh
             request.delivered.extend(tokens)
             if tokens or finish:
-                events.append(RequestTokens(request.rid, tokens, logprobs, finish))  # type: ignore[arg-type]
+                events.append(RequestTokens(request.rid, tokens, logprobs, finish))
         if events:
             metrics = self.pipe.get_metrics()
             stats = StepStats(
@@ -369,49 +391,63 @@ class _Worker:
                 self.outbox.append(RunningCount(0))
 
     def replayed(
-        self, request: _Request, tokens: list[int], logprobs: list[float], finish: str | None
-    ) -> tuple[list[int], list[float]]:
-        """The part of a replayed request's new tokens that its client has not seen."""
+        self,
+        request: _Request,
+        tokens: list[int],
+        logprobs: list[float],
+        finish: EngineFinish | None,
+    ) -> tuple[list[int], list[float]] | None:
+        """The part of a replayed request's new tokens that its client has not seen; None
+        while there is none yet, or when the replay diverged (the request is failed)."""
         expected = request.delivered[request.replayed : request.replayed + len(tokens)]
-        if tokens[: len(expected)] != expected:
-            request.replaying = False
-            self.fail(request, "the request could not be resumed after an engine fault")
-            return [], []
+        diverged = tokens[: len(expected)] != expected
         request.replayed += len(expected)
         if request.replayed == len(request.delivered):
             request.replaying = False
+        if diverged or (request.replaying and finish is not None):
+            request.replaying = False
+            self.fail(request, "the request could not be resumed after an engine fault")
+            return None
+        if request.replaying:
+            return None
         return tokens[len(expected) :], logprobs[len(expected) :]
 
     def recover(self, exc: Exception) -> None:
-        """A step failed. Fail the request that caused it when it can be told apart, replay
-        the others; the process exits only when faults repeat with no good step between."""
+        """A step failed. Fail the request that caused it when it can be told apart, re-add
+        the others where their clients are; see MAX_FAULTS_PER_REQUEST."""
         reason = _last_line(exc)
         logger.error("Engine step failed: %s", reason)
         held = [r for r in self.requests.values() if r.handle is not None]
-        suspects = [r for r in held if r.unproven]
-        if len(suspects) != 1:
-            self.faults += 1  # a fault its culprit does not explain
+        suspects = [r for r in held if r.unproven] if _grammar_fault(exc) else []
         for request in held:
             request.handle.cancel()
             request.handle = None
+            if len(suspects) != 1:
+                request.faults += 1  # a fault not explained by one culprit counts for all
         try:
             self.pipe.step()  # frees what was cancelled and clears the failed iteration
         except Exception as second:
             self.give_up(f"engine step failed: {reason}; recovery failed: {_last_line(second)}")
             raise
-        if self.faults > MAX_CONSECUTIVE_FAULTS:
-            self.give_up(f"engine step failed {self.faults} times unexplained: {reason}")
-            raise exc
+        if len(suspects) != 1:
+            self.faults += 1  # a fault no single culprit explains
+            if self.faults > MAX_CONSECUTIVE_FAULTS:
+                self.give_up(f"engine step failed {self.faults} times unexplained: {reason}")
+                raise exc
         failed: list[int] = []
         if len(suspects) == 1:
             (culprit,) = suspects
             self.fail(culprit, f"the engine could not run this request's grammar: {reason}", True)
             failed.append(culprit.rid)
-        elif suspects:
+        else:
             self.probation.extend(suspects)
         resumed = []
         for request in held:
             if request.rid in failed or request in self.probation:
+                continue
+            if request.faults >= MAX_FAULTS_PER_REQUEST:
+                self.fail(request, f"the engine failed {request.faults} times running it: {reason}")
+                failed.append(request.rid)
                 continue
             if len(request.delivered) >= request.params.max_new_tokens:
                 del self.requests[request.rid]  # its last token went out before the fault
@@ -421,6 +457,7 @@ class _Worker:
                 self.add(request)
             except Exception as add_exc:
                 self.fail(request, f"the request could not be resumed: {_last_line(add_exc)}")
+                failed.append(request.rid)
                 continue
             resumed.append(request.rid)
         self.outbox.append(StepFault(reason, failed, resumed + [r.rid for r in self.probation]))

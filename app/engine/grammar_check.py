@@ -48,6 +48,7 @@ _TOKENIZER_FILES = (
 )
 _HIDDEN = 8
 _CACHED_VERDICTS = 512
+_UNKNOWN: Any = object()
 _START_TIMEOUT_S = 120.0
 
 
@@ -216,6 +217,7 @@ class GrammarChecker:
         self._pending: dict[int, tuple[str, asyncio.Future[str | None]]] = {}
         self._keys = itertools.count(1)
         self._verdicts: OrderedDict[str, str | None] = OrderedDict()
+        self._compiling: dict[str, asyncio.Future[str | None]] = {}
         self._lock = asyncio.Lock()  # one grammar at a time, so a timeout names its grammar
         self.compiled = 0
         self.refused = 0
@@ -281,18 +283,26 @@ class GrammarChecker:
         never pays its memory (about 150 MB with the default model)."""
         if self._process is None and not self._closing:
             self.start()
-        if json_schema in self._verdicts:
-            self._verdicts.move_to_end(json_schema)
-            error = self._verdicts[json_schema]
+        error = self._verdicts.get(json_schema, _UNKNOWN)
+        if error is _UNKNOWN:
+            # The compile goes on if this caller goes (its client left): the next grammar
+            # must not be timed from a compile still running in the probe.
+            compiling = self._compiling.get(json_schema)
+            if compiling is None:
+                compiling = asyncio.ensure_future(self._verdict(json_schema))
+                self._compiling[json_schema] = compiling
+                compiling.add_done_callback(lambda _: self._compiling.pop(json_schema, None))
+            error = await asyncio.shield(compiling)
         else:
-            async with self._lock:
-                error = await self._verdict(json_schema)
+            self._verdicts.move_to_end(json_schema)
         if error is not None:
-            raise RequestRejected(error)
+            raise RequestRejected(str(error))
 
     async def _verdict(self, json_schema: str) -> str | None:
-        if json_schema in self._verdicts:  # decided while this request waited for the lock
-            return self._verdicts[json_schema]
+        async with self._lock:
+            return await self._compile(json_schema)
+
+    async def _compile(self, json_schema: str) -> str | None:
         if not await self._wait_ready():
             return None  # no probe: the engine's own isolation is what is left
         key = next(self._keys)
@@ -302,22 +312,25 @@ class GrammarChecker:
         try:
             error = await asyncio.wait_for(future, self._timeout_s)
         except TimeoutError:
+            # Not remembered: on a busy machine the same grammar may compile in time later.
             logger.warning("A grammar outlasted %.0f s of compiling: refused", self._timeout_s)
             self._pending.pop(key, None)
+            self.refused += 1
             await self._restart()
-            error = (
+            return (
                 f"the schema's grammar did not compile within {self._timeout_s:g} s, and "
                 f"compiling it would stall every other request"
             )
         except ConnectionError:
             # The probe died on this grammar: the engine process would have too.
+            self.refused += 1
             await self._restart()
-            error = "compiling the schema's grammar crashed the grammar compiler"
+            return "compiling the schema's grammar crashed the grammar compiler"
         if error is None:
             self.compiled += 1
         else:
             self.refused += 1
-        self._verdicts[json_schema] = error
+        self._verdicts[json_schema] = error  # the compiler's own verdict: it stands
         if len(self._verdicts) > _CACHED_VERDICTS:
             self._verdicts.popitem(last=False)
         return error
@@ -333,7 +346,8 @@ class GrammarChecker:
 
     async def _restart(self) -> None:
         await self._terminate()
-        self.start()
+        if not self._closing:
+            self.start()
 
     async def _terminate(self) -> None:
         self._stop_reading()

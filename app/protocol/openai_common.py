@@ -3,8 +3,6 @@ sampling fields, usage, and the models list."""
 
 from __future__ import annotations
 
-import time
-import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -17,14 +15,6 @@ from pydantic import (
     model_serializer,
 )
 from pydantic_core import PydanticCustomError
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex}"
-
-
-def now() -> int:
-    return int(time.time())
 
 
 def rule_error(message: str, param: str, code: str = "invalid_value") -> PydanticCustomError:

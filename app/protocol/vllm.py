@@ -6,7 +6,7 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.protocol.openai_chat import ChatMessage
+from app.protocol.openai_chat import ChatMessage, ToolChoice, ToolDefinition
 from app.protocol.openai_common import TokenId, rule_error
 
 
@@ -20,11 +20,21 @@ class TokenizeRequest(BaseModel):
     messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
     add_special_tokens: bool = False
     add_generation_prompt: bool = True
+    # With messages: the tools a chat request would offer (and, ovchat's, how), since they
+    # are described in the prompt.
+    tools: list[ToolDefinition] | None = None
+    tool_choice: ToolChoice | None = None
 
     @model_validator(mode="after")
     def _one_input(self) -> Self:
         if (self.prompt is None) == (self.messages is None):
             raise rule_error("Give exactly one of prompt and messages.", "prompt")
+        if self.messages is None and (self.tools or self.tool_choice):
+            raise rule_error("tools go with messages.", "tools")
+        names = {tool.function.name for tool in self.tools or []}
+        choice = self.tool_choice
+        if not isinstance(choice, str | None) and choice.function.name not in names:
+            raise rule_error("tool_choice names a function that is not in tools.", "tool_choice")
         return self
 
 

@@ -34,7 +34,7 @@ class Person(pydantic.BaseModel):
 # (schema, the 400's words, or None for a schema that must be served)
 SCHEMAS: list[tuple[dict[str, Any], str | None]] = [
     ({"type": "object", "properties": {"a": {"$ref": "#/$defs/Missing"}}}, "points at nothing"),
-    ({"$ref": "https://example.com/schema.json"}, "only references within the schema"),
+    ({"$ref": "https://example.com/schema.json"}, "only JSON pointers within the schema"),
     ({"type": "string", "pattern": "^(?=a)a+$"}, "Lookahead is not supported"),
     ({"type": "string", "pattern": "^(a)\\1$"}, "Backreference is not supported"),
     ({"type": "integer", "minimum": 0.5}, "whole number"),

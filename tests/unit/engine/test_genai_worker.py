@@ -1,0 +1,232 @@
+"""The engine process's recovery from failed steps (app/engine/genai_worker._Worker), on a
+scripted pipeline that fails the way genai's does: a step that raises leaves it
+mid-iteration until every request is cancelled and one step is taken. The real pipeline is
+in tests/integration/test_engine_faults.py; faults it cannot produce on demand (one that
+recurs at a request's k-th token, one that is not the grammar's) are scripted here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from app.engine.base import SamplingParams
+from app.engine.genai_worker import _Worker
+from app.engine.messages import AddRequest, RequestFailed, RequestTokens, StepFault, StepOutput
+
+GRAMMAR = '{"type": "object"}'
+
+
+@dataclass
+class Handle:
+    prompt: list[int]
+    config: Any
+    generated: list[int] = field(default_factory=list)
+    unread: list[int] = field(default_factory=list)
+    status: str = "RUNNING"
+
+    def next_token(self) -> int:
+        # Deterministic from the whole sequence so far, as greedy decoding is.
+        sequence = self.prompt + self.generated
+        return (sum(sequence) * 7 + len(sequence) * 13) % 97 + 3
+
+    def can_read(self) -> bool:
+        return bool(self.unread) or self.status != "RUNNING"
+
+    def read(self) -> dict[int, Any]:
+        tokens, self.unread = self.unread, []
+        finish = "LENGTH" if self.status == "FINISHED" else "NONE"
+        return {
+            0: SimpleNamespace(generated_ids=tokens, generated_log_probs=[], finish_reason=finish)
+        }
+
+    def get_status(self) -> Any:
+        return SimpleNamespace(name=self.status)
+
+    def cancel(self) -> None:
+        if self.status == "RUNNING":
+            self.status = "CANCELLED"
+
+
+class Pipe:
+    """`fault(handle)` says whether sampling this handle's next token raises."""
+
+    def __init__(self, fault: Callable[[Handle], str | None]) -> None:
+        self.fault = fault
+        self.handles: list[Handle] = []
+        self.broken = False
+        self.steps = 0
+
+    def add_request(self, _: int, tensor: Any, config: Any) -> Handle:
+        handle = Handle([int(t) for t in tensor.data[0]], config)
+        self.handles.append(handle)
+        return handle
+
+    def step(self) -> None:
+        self.steps += 1
+        live = [h for h in self.handles if h.status == "RUNNING"]
+        if self.broken:
+            if live:
+                raise RuntimeError("Internal error: already in scheduling phase")
+            self.broken = False
+            return
+        for handle in live:
+            message = self.fault(handle)
+            if message is not None:
+                self.broken = True
+                raise RuntimeError(message)
+        for handle in live:
+            token = handle.next_token()
+            handle.generated.append(token)
+            handle.unread.append(token)
+            if len(handle.generated) >= handle.config.max_new_tokens:
+                handle.status = "FINISHED"
+
+    def get_metrics(self) -> Any:
+        return SimpleNamespace(requests=0, scheduled_requests=0, cache_usage=0.0)
+
+
+class Out:
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    def send(self, messages: list[Any]) -> None:
+        self.sent += messages
+
+
+def drive(worker: _Worker, limit: int = 2000, settle: bool = True) -> None:
+    for _ in range(limit):
+        worker.admit_probation()
+        if not any(r.handle is not None for r in worker.requests.values()):
+            if not worker.probation:
+                break
+            continue
+        worker.step()
+        worker.flush()
+    else:
+        assert not settle, "the worker did not settle"
+
+
+def outcome(out: Out) -> dict[int, tuple[list[int], str]]:
+    """Per request: the tokens delivered and how it ended ('stop'/'length' or 'failed')."""
+    result: dict[int, tuple[list[int], str]] = {}
+    for message in out.sent:
+        items = message.tokens if isinstance(message, StepOutput) else [message]
+        for item in items:
+            if isinstance(item, RequestTokens):
+                tokens, _ = result.get(item.rid, ([], ""))
+                result[item.rid] = (tokens + item.token_ids, item.finish or "")
+            elif isinstance(item, RequestFailed):
+                tokens, _ = result.get(item.rid, ([], ""))
+                result[item.rid] = (tokens, "failed")
+    return result
+
+
+def alone(prompt: list[int], n: int) -> list[int]:
+    handle = Handle(prompt, SimpleNamespace(max_new_tokens=n))
+    for _ in range(n):
+        handle.generated.append(handle.next_token())
+    return handle.generated
+
+
+def add(worker: _Worker, rid: int, prompt: list[int], n: int, grammar: str | None = None) -> None:
+    params = SamplingParams(max_new_tokens=n, temperature=0, json_schema=grammar)
+    worker.handle_message(AddRequest(rid, prompt, params))
+
+
+def has_grammar(handle: Handle) -> bool:
+    return handle.config.structured_output_config is not None
+
+
+def test_a_grammar_that_fails_to_compile_fails_alone() -> None:
+    def fault(handle: Handle) -> str | None:
+        broken = has_grammar(handle) and handle.prompt == [9] and not handle.generated
+        return "xgrammar-src/cpp/json_schema_converter.cc: Cannot find field" if broken else None
+
+    pipe, out = Pipe(fault), Out()
+    worker = _Worker(pipe, out)  # type: ignore[arg-type]
+    add(worker, 1, [1, 2], 12)
+    add(worker, 2, [3, 4], 12, GRAMMAR)
+    drive(worker, 3, settle=False)  # both well started
+    add(worker, 3, [9], 5, GRAMMAR)
+    drive(worker)
+    seen = outcome(out)
+    assert seen[3] == ([], "failed")
+    assert seen[1] == (alone([1, 2], 12), "length")
+    assert seen[2] == (alone([3, 4], 12), "length")  # regenerated, checked, continued
+    faults = [m for m in out.sent if isinstance(m, StepFault)]
+    assert [(f.failed, sorted(f.resumed)) for f in faults] == [([3], [1, 2])]
+    rejected = [m for m in out.sent if isinstance(m, RequestFailed)]
+    assert rejected[0].rejected and "grammar" in rejected[0].message
+
+
+def test_a_fault_that_recurs_at_a_requests_kth_token_ends() -> None:
+    """It would recur on every replay; the request present at every fault is failed."""
+
+    def fault(handle: Handle) -> str | None:
+        recurring = has_grammar(handle) and len(handle.generated) == 4
+        return "xgrammar-src/cpp/grammar_matcher.cc: check failed" if recurring else None
+
+    pipe, out = Pipe(fault), Out()
+    worker = _Worker(pipe, out)  # type: ignore[arg-type]
+    add(worker, 1, [5], 10, GRAMMAR)
+    drive(worker)
+    assert outcome(out)[1][1] == "failed"
+    assert len([m for m in out.sent if isinstance(m, StepFault)]) == 3
+    assert not worker.requests and pipe.steps < 100
+
+
+def test_a_fault_that_is_not_a_grammars_blames_no_grammar() -> None:
+    faults = iter([True])
+
+    def fault(handle: Handle) -> str | None:
+        return "device lost" if handle.prompt == [7] and next(faults, False) else None
+
+    pipe, out = Pipe(fault), Out()
+    worker = _Worker(pipe, out)  # type: ignore[arg-type]
+    add(worker, 1, [7], 6)
+    add(worker, 2, [8], 6, GRAMMAR)  # unsampled when the fault comes: not its fault
+    drive(worker)
+    seen = outcome(out)
+    assert seen[1] == (alone([7], 6), "length") and seen[2] == (alone([8], 6), "length")
+
+
+def test_faults_with_no_culprit_and_no_good_step_between_end_the_process() -> None:
+    pipe, out = Pipe(lambda handle: "device lost"), Out()
+    worker = _Worker(pipe, out)  # type: ignore[arg-type]
+    add(worker, 1, [7], 6)
+    with pytest.raises(RuntimeError, match="device lost"):
+        drive(worker)
+    assert outcome(out)[1] == ([], "failed")
+
+
+def test_a_replay_that_diverges_fails_without_finishing() -> None:
+    diverge = {"on": False}
+
+    def fault(handle: Handle) -> str | None:
+        if has_grammar(handle) and len(handle.generated) == 3 and not diverge["on"]:
+            diverge["on"] = True
+            return "device lost"
+        return None
+
+    pipe, out = Pipe(fault), Out()
+    worker = _Worker(pipe, out)  # type: ignore[arg-type]
+    original = Handle.next_token
+    add(worker, 1, [2], 6, GRAMMAR)
+    drive(worker, 3, settle=False)
+    Handle.next_token = lambda self: 99  # type: ignore[method-assign]  # the replay differs
+    try:
+        drive(worker)
+    finally:
+        Handle.next_token = original  # type: ignore[method-assign]
+    finished = [
+        item
+        for m in out.sent
+        if isinstance(m, StepOutput)
+        for item in m.tokens
+        if item.rid == 1 and item.finish
+    ]
+    assert outcome(out)[1][1] == "failed" and not finished
