@@ -119,8 +119,12 @@ def report(data: dict[str, Any], baseline: str, command: str, count: int) -> str
             f"{statistics.median(per_round):.3f} | {', '.join(f'{r:.2f}' for r in per_round)} |"
         )
     decode = ratios([1000 / t for t in tpot["after"][1]], [1000 / t for t in tpot["before"][1]])
+    medians = [statistics.median(ratios(tok["after"][lv], tok["before"][lv])) for lv in LEVELS]
+    worst = max(abs(m - 1) for m in medians)
     lines += [
         "",
+        f"Aggregate throughput after / before at every level: within {worst:.1%} "
+        f"({'inside' if worst <= 0.05 else 'outside'} the 5% the change was held to).",
         "Single-stream decode (1 / TPOT p50) after / before: median "
         f"{statistics.median(decode):.3f}. "
         f"Requests failed or cut short: before {data['failed']['before']}, after "
