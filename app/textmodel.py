@@ -135,7 +135,21 @@ class PromptEncoder(Protocol):
         ...
 
 
-class MarkerEncoder:
+class _StandIns:
+    """Markers spelled in message content, swapped for stand-ins before the template
+    renders it: strings no client can write (private-use characters around a secret
+    number, digits only, so that a template's `upper` or `title` leaves them be)."""
+
+    _stand_ins: dict[str, str]
+    _markers: re.Pattern[str] | None
+
+    def escape(self, content: str) -> str:
+        if self._markers is None:
+            return content
+        return self._markers.sub(lambda m: self._stand_ins[m.group()], content)
+
+
+class MarkerEncoder(_StandIns):
     """Encodes chat prompts so that only the template's own markers become special tokens:
     in message content `<|im_end|>` is the ten characters it spells, never the end of a
     turn, whatever role the message has.
@@ -191,11 +205,6 @@ class MarkerEncoder:
         self._markers = _alternation(self._stand_ins)
         self._rendered = _alternation(self._encoded)
 
-    def escape(self, content: str) -> str:
-        if self._markers is None:
-            return content
-        return self._markers.sub(lambda m: self._stand_ins[m.group()], content)
-
     def encode(self, rendered: str) -> list[int]:
         if self._rendered is not None:
             rendered = self._rendered.sub(self._replacement, rendered)
@@ -222,7 +231,7 @@ def _alternation(strings: dict[str, str]) -> re.Pattern[str] | None:
     return re.compile("|".join(map(re.escape, ordered))) if ordered else None
 
 
-class PartEncoder:
+class PartEncoder(_StandIns):
     """The same contract for tokenizers only transformers' Python code runs (slow-only):
     the rendered prompt is encoded around the stand-ins, each marker a stand-in holds as
     plain text. Tokens never span a stand-in's border there, so a prompt whose content
@@ -237,11 +246,6 @@ class PartEncoder:
         self._markers_of = {s: m for m, s in self._stand_ins.items()}
         self._markers = _alternation(self._stand_ins)
         self._split = _alternation(self._markers_of)
-
-    def escape(self, content: str) -> str:
-        if self._markers is None:
-            return content
-        return self._markers.sub(lambda m: self._stand_ins[m.group()], content)
 
     def encode(self, rendered: str) -> list[int]:
         if self._split is None or not self._split.search(rendered):

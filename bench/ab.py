@@ -28,7 +28,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import http_stream, run_level  # noqa: E402
-from bench.run import DOC, OUT_TOKENS, RESULTS, free_port, prompts, server  # noqa: E402
+from bench.run import (  # noqa: E402
+    DOC,
+    OUT_TOKENS,
+    RESULTS,
+    free_port,
+    ovchat_cmd,
+    prompts,
+    server,
+)
 
 LEVELS = (1, 8)
 START, END = "<!-- ab:start -->", "<!-- ab:end -->"
@@ -39,23 +47,11 @@ def requests(level: int) -> int:
 
 
 def serve_cmd(checkout: Path, model: Path, port: int) -> list[str]:
-    # `python -m app` from the checkout's folder runs that checkout's code: the current
-    # directory comes first on the module path.
-    return [
-        sys.executable,
-        "-c",
-        f"import sys; sys.path.insert(0, {str(checkout)!r}); from app.cli import main; "
-        "sys.exit(main())",
-        "serve",
-        "--model",
-        str(model),
-        "--port",
-        str(port),
-        "--served-model-name",
-        "bench",
-        "--log-level",
-        "warning",
-    ]
+    """bench/run.py's ovchat command, running the code of `checkout`: its folder first on
+    the module path (the engine process, spawned, inherits the path)."""
+    python, _, _, *serve = ovchat_cmd(model, port)
+    start = f"import sys; sys.path.insert(0, {str(checkout)!r}); from app.cli import main; "
+    return [python, "-c", start + "sys.exit(main())", *serve]
 
 
 async def rounds(urls: dict[str, str], prompt: str, count: int) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from app.core.tools import (
     render_result,
 )
 from app.dialects.openai_common import (
-    DONE,
+    StreamEnds,
     header,
     sampling_params,
     usage,
@@ -189,7 +189,7 @@ class _Choice:
     opened: bool = False  # its first delta (the role) has been sent
 
 
-class ChatRenderer:
+class ChatRenderer(StreamEnds[ChatCompletionRequest]):
     """One run as a chat completion or as its stream. OpenAI's stream shape: a first delta
     with the role (`content: ""` for text, `content: null` with the first tool call), then
     text or tool-call deltas (a call's id, type and name first, then its arguments in
@@ -319,12 +319,3 @@ class ChatRenderer:
             return self._delta(index, ChunkDelta(tool_calls=[tool_call]))
 
         return build
-
-    def closing(self) -> list[Frame]:
-        return [self._chunk([], usage(self.run))] if self.body.include_usage else []
-
-    def error(self, error: ApiError) -> list[Frame]:
-        return [data_frame(error.payload())]
-
-    def end(self) -> list[Frame]:
-        return [DONE]

@@ -4,7 +4,7 @@ into engine parameters, and the pieces of their responses that are alike."""
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from app.core.generation import ChosenToken
 from app.core.plan import ModelContext
@@ -17,7 +17,9 @@ from app.core.sampling import (
     require,
     unsupported,
 )
+from app.core.sse import data_frame
 from app.engine.base import LOGPROBS, MIN_P, PENALTIES, STRUCTURED_OUTPUT, SamplingParams
+from app.errors import ApiError
 from app.protocol.openai_chat import TokenLogprob
 from app.protocol.openai_common import GenerationRequest, Usage
 
@@ -67,6 +69,29 @@ def sampling_params(
         json_schema=json_schema,
     )
     return [base.with_seed((seed + i) % 2**31) for i in range(choice_count(ctx, body.n))]
+
+
+Request = TypeVar("Request", bound=GenerationRequest)
+
+
+class StreamEnds(Generic[Request]):
+    """How every OpenAI stream ends: the usage chunk when asked for, an error as an event
+    of its own (a failure after the first byte can only be told in-band), then [DONE]."""
+
+    run: GenerationRun
+    body: Request
+
+    def _chunk(self, choices: list[Any], usage: Usage | None = None) -> bytes:
+        raise NotImplementedError
+
+    def closing(self) -> list[bytes]:
+        return [self._chunk([], usage(self.run))] if self.body.include_usage else []
+
+    def error(self, error: ApiError) -> list[bytes]:
+        return [data_frame(error.payload())]
+
+    def end(self) -> list[bytes]:
+        return [DONE]
 
 
 def usage(run: GenerationRun) -> Usage:

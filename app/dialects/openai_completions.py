@@ -12,7 +12,7 @@ from app.core.plan import ChoicePlan, GenerationPlan, ModelContext
 from app.core.run import GenerationRun
 from app.core.sampling import check_stops, completion_budget
 from app.core.sse import Frame, TextFrames, data_frame
-from app.dialects.openai_common import DONE, header, sampling_params, usage, with_timings
+from app.dialects.openai_common import StreamEnds, header, sampling_params, usage, with_timings
 from app.errors import ApiError
 from app.protocol.openai_common import Usage
 from app.protocol.openai_completions import (
@@ -89,7 +89,7 @@ def encode(ctx: ModelContext, prompt: str | list[int], param: str) -> list[int]:
 # ---------------------------------------------------------------------------- renderer
 
 
-class CompletionRenderer:
+class CompletionRenderer(StreamEnds[CompletionRequest]):
     def __init__(self, run: GenerationRun, body: CompletionRequest) -> None:
         self.run = run
         self.body = body
@@ -178,12 +178,3 @@ class CompletionRenderer:
         return lambda text: self._chunk(
             [CompletionChoice(index=index, text=text, finish_reason=None)]
         )
-
-    def closing(self) -> list[Frame]:
-        return [self._chunk([], usage(self.run))] if self.body.include_usage else []
-
-    def error(self, error: ApiError) -> list[Frame]:
-        return [data_frame(error.payload())]
-
-    def end(self) -> list[Frame]:
-        return [DONE]
