@@ -14,7 +14,7 @@ from starlette.background import BackgroundTask
 from app.api.disconnect import until_disconnect
 from app.core import sse
 from app.core.plan import GenerationPlan, Limits, ModelContext
-from app.core.run import GenerationRun
+from app.core.run import GenerationRun, timeout_error
 from app.engine.base import RequestRejected
 from app.errors import ApiError
 from app.protocol.openai_common import ErrorResponse
@@ -58,7 +58,6 @@ def engine_ready(state: ServerState) -> None:
 def model_context(state: ServerState) -> ModelContext:
     settings = state.settings
     return ModelContext(
-        model_id=state.model_id,
         text=state.text,
         engine_name=state.engine.name,
         capabilities=state.engine.capabilities,
@@ -96,10 +95,7 @@ async def admit(
             await _check(state, plan)
     except TimeoutError as exc:
         run.ticket.release()
-        limit = state.settings.request_timeout_s
-        raise ApiError(
-            408, f"The request exceeded its {limit:g} s time limit.", code="timeout"
-        ) from exc
+        raise timeout_error(state.settings.request_timeout_s) from exc
     except BaseException:
         run.ticket.release()
         raise

@@ -25,7 +25,6 @@ class ModelContext:
     """What a validator may know of the server: the served model and what its engine can
     do. Small on purpose, so validators are tested without HTTP or an engine."""
 
-    model_id: str
     text: TextModel
     engine_name: str
     capabilities: frozenset[str]

@@ -34,10 +34,9 @@ def line_safe(data: str) -> str:
     return data
 
 
-def data_frame(payload: dict[str, Any], event: str | None = None) -> Frame:
+def data_frame(payload: dict[str, Any]) -> Frame:
     data = line_safe(json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
-    head = b"event: " + event.encode() + b"\n" if event else b""
-    return head + b"data: " + data.encode() + b"\n\n"
+    return b"data: " + data.encode() + b"\n\n"
 
 
 class TextFrames:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -239,7 +240,7 @@ class ChatRenderer(StreamEnds[ChatCompletionRequest]):
         return JSONResponse(with_timings(self.run, result.model_dump(mode="json")))
 
     def _logprobs(self, items: list[ChosenToken] | tuple[ChosenToken, ...]) -> Any:
-        return ChoiceLogprobs(content=wire_logprobs(items)) if self.body.logprobs else None
+        return ChoiceLogprobs(content=wire_logprobs(items)) if self.run.plan.logprobs else None
 
     # ------------------------------------------------------------------ SSE
 
@@ -277,7 +278,7 @@ class ChatRenderer(StreamEnds[ChatCompletionRequest]):
             if not (event.text or event.logprobs):
                 return []
             out = self._open(index)
-            if event.logprobs and self.body.logprobs:
+            if event.logprobs and self.run.plan.logprobs:
                 delta = ChunkDelta(content=event.text)
                 out.append(self._delta(index, delta, logprobs=self._logprobs(event.logprobs)))
             elif event.text:
@@ -310,10 +311,10 @@ class ChatRenderer(StreamEnds[ChatCompletionRequest]):
             ]
         return []
 
-    def _text_chunk(self, index: int) -> Any:
+    def _text_chunk(self, index: int) -> Callable[[str], Frame]:
         return lambda text: self._delta(index, ChunkDelta(content=text))
 
-    def _arguments_chunk(self, index: int, call: int) -> Any:
+    def _arguments_chunk(self, index: int, call: int) -> Callable[[str], Frame]:
         def build(fragment: str) -> Frame:
             tool_call = ChunkToolCall(index=call, function=ChunkFunction(arguments=fragment))
             return self._delta(index, ChunkDelta(tool_calls=[tool_call]))

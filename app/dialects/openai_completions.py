@@ -102,7 +102,7 @@ class CompletionRenderer(StreamEnds[CompletionRequest]):
         self._spliced = TextFrames()
 
     def _wire_logprobs(self, items: list[ChosenToken], offset: int) -> CompletionLogprobs | None:
-        if self.body.logprobs is None:
+        if not self.run.plan.logprobs:
             return None
         offsets = []
         for item in items:
@@ -160,7 +160,7 @@ class CompletionRenderer(StreamEnds[CompletionRequest]):
                 return []
             offset = self.offsets[index]
             self.offsets[index] += len(event.text)
-            if self.body.logprobs is None:
+            if not self.run.plan.logprobs:
                 return [self._spliced.frame(index, event.text, self._text_chunk(index))]
             choice = CompletionChoice(
                 index=index,

@@ -107,7 +107,7 @@ class GenaiEngine:
         self._loop.add_reader(self._outbox.fileno(), self._on_readable)
         self._watching = True
 
-    def _await_first_message(self) -> FromEngine | str:
+    def _await_first_message(self) -> EngineReady | str:
         """EngineReady, or why the engine did not start."""
         waited = 0.0
         while waited < _STARTUP_TIMEOUT_S:
@@ -206,15 +206,9 @@ class GenaiEngine:
             if self._on_step is not None:
                 self._on_step(stats.step_s)
             for item in message.tokens:
-                stream = self._streams.get(item.rid)
-                if stream is not None:
-                    stream.put_nowait(
-                        TokenDelta(tuple(item.token_ids), item.finish, tuple(item.logprobs))
-                    )
+                self._deliver(item)
         elif isinstance(message, RequestTokens):  # outside a step: after a fault
-            stream = self._streams.get(message.rid)
-            if stream is not None:
-                stream.put_nowait(TokenDelta(tuple(message.token_ids), message.finish))
+            self._deliver(message)
         elif isinstance(message, RunningCount):
             self.engine_running = message.count
         elif isinstance(message, RequestFailed):
@@ -231,6 +225,11 @@ class GenaiEngine:
                 len(message.failed),
                 len(message.resumed),
             )
+
+    def _deliver(self, item: RequestTokens) -> None:
+        stream = self._streams.get(item.rid)
+        if stream is not None:
+            stream.put_nowait(TokenDelta(tuple(item.token_ids), item.finish, tuple(item.logprobs)))
 
     def _fail_all(self, reason: str) -> None:
         for stream in self._streams.values():

@@ -28,7 +28,6 @@ TOOL = {"type": "function", "function": {"name": "now", "description": "The time
 
 def context(text: TextModel, capabilities: frozenset[str] | None = None) -> ModelContext:
     return ModelContext(
-        model_id="tiny",
         text=text,
         engine_name="fake",
         capabilities=capabilities
