@@ -1,5 +1,8 @@
-"""Every error leaves the server in OpenAI's shape:
-{"error": {"message", "type", "param", "code"}}, with the status OpenAI would use."""
+"""Every error leaves the server in the shape of the API the client speaks: OpenAI's
+{"error": {"message", "type", "param", "code"}} with the status OpenAI would use, or, on
+Anthropic's Messages routes, Anthropic's {"type": "error", "error": {"type", "message"}}
+with Anthropic's statuses. The core raises one neutral ApiError; only its rendering
+differs."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.protocol.anthropic import AnthropicError, AnthropicErrorBody
 from app.protocol.openai_common import ErrorBody, ErrorResponse
 
 logger = logging.getLogger(__name__)
@@ -54,8 +58,55 @@ class ApiError(Exception):
     def payload(self) -> dict[str, Any]:
         return ErrorResponse(error=self.body).model_dump()
 
+    def anthropic(self, request_id: str | None = None) -> tuple[int, dict[str, Any]]:
+        """The status and body Anthropic would send: its own error types, and 529 where
+        the server is overloaded or restarting (503 here), so its SDKs raise their typed
+        exceptions and retry what Anthropic's would."""
+        status, kind = _ANTHROPIC.get(self.status, (self.status, "invalid_request_error"))
+        if self.status >= 500 and self.status not in _ANTHROPIC:
+            status, kind = self.status, "api_error"
+        body = AnthropicError(
+            error=AnthropicErrorBody(type=kind, message=self.body.message), request_id=request_id
+        )
+        return status, body.model_dump(exclude_none=True)
 
-def error_response(exc: ApiError) -> JSONResponse:
+
+# Anthropic's statuses and error types (docs.claude.com/en/api/errors).
+_ANTHROPIC: dict[int, tuple[int, str]] = {
+    400: (400, "invalid_request_error"),
+    401: (401, "authentication_error"),
+    403: (403, "permission_error"),
+    404: (404, "not_found_error"),
+    408: (504, "timeout_error"),
+    413: (413, "request_too_large"),
+    429: (429, "rate_limit_error"),
+    500: (500, "api_error"),
+    503: (529, "overloaded_error"),
+}
+
+ANTHROPIC_PATHS = ("/v1/messages", "/v1/complete")
+
+
+def speaks_anthropic(path: str) -> bool:
+    """Anthropic's Messages API is served under its own paths; everything else is
+    OpenAI's (or the server's own, in OpenAI's error shape)."""
+    return path.startswith(ANTHROPIC_PATHS)
+
+
+def rendered(exc: ApiError, path: str, request_id: str | None = None) -> tuple[int, bytes]:
+    """The status and JSON body of an error for a client on `path`."""
+    if speaks_anthropic(path):
+        status, payload = exc.anthropic(request_id)
+    else:
+        status, payload = exc.status, exc.payload()
+    return status, json.dumps(payload).encode()
+
+
+def error_response(exc: ApiError, request: Request | None = None) -> JSONResponse:
+    if request is not None and speaks_anthropic(request.url.path):
+        request_id = request.scope.get("state", {}).get("request_id")
+        status, payload = exc.anthropic(request_id)
+        return JSONResponse(payload, status_code=status, headers=exc.headers)
     return JSONResponse(exc.payload(), status_code=exc.status, headers=exc.headers)
 
 
@@ -107,25 +158,28 @@ def validation_error(exc: RequestValidationError) -> ApiError:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc, request)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(validation_error(exc))
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(validation_error(exc), request)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = str(exc.detail) if exc.detail else "error"
         if exc.status_code == 404:
             message = f"Unknown route: {message}" if message != "Not Found" else "Not found."
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         # Keep Starlette's headers: a 405 must list the allowed methods (RFC 9110).
         return error_response(
-            ApiError(exc.status_code, message, code=code, headers=dict(exc.headers or {}))
+            ApiError(exc.status_code, message, code=code, headers=dict(exc.headers or {})),
+            request,
         )
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("Unhandled error")
-        return error_response(ApiError(500, "The server had an error processing your request."))
+        return error_response(
+            ApiError(500, "The server had an error processing your request."), request
+        )

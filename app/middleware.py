@@ -4,6 +4,7 @@ Order, outermost first: request id, access log, CORS, auth, limits, then the app
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
@@ -14,7 +15,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import ApiError
+from app.errors import ApiError, rendered
 from app.metrics import Metrics
 
 logger = logging.getLogger("app.access")
@@ -22,11 +23,12 @@ logger = logging.getLogger("app.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
-async def send_error(send: Send, error: ApiError, request_id: str | None = None) -> None:
-    body = json.dumps(error.payload()).encode()
+async def send_error(scope: Scope, send: Send, error: ApiError) -> None:
+    """An error before the app, in the shape of the API the path belongs to."""
+    status, body = rendered(error, scope.get("path", ""), _state(scope).get("request_id"))
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in (error.headers or {}).items()]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -103,9 +105,16 @@ class AccessLogMiddleware:
             )
 
 
+def key_fingerprint(key: bytes) -> str:
+    return hashlib.sha256(key).hexdigest()[:16]
+
+
 class AuthMiddleware:
-    """Bearer keys on everything but an allowlist of exact open paths: an unknown or
-    oddly spelled path (//v1/..., /v1/../v1, %-encoded) is never open by accident."""
+    """API keys on everything but an allowlist of exact open paths: an unknown or oddly
+    spelled path (//v1/..., /v1/../v1, %-encoded) is never open by accident. A key comes
+    as `Authorization: Bearer` (OpenAI's SDKs) or `x-api-key` (Anthropic's). The key's
+    fingerprint, never the key, is left on the request for what a key owns (stored
+    responses)."""
 
     OPEN_PATHS = frozenset({"/", "/health", "/health/live", "/metrics", "/favicon.ico"})
     OPEN_PREFIXES = ("/static/",)
@@ -120,14 +129,18 @@ class AuthMiddleware:
         return path.startswith(self.OPEN_PREFIXES) and ".." not in path and "//" not in path
 
     def _authorized(self, scope: Scope) -> bool:
-        header = dict(scope.get("headers", [])).get(b"authorization", b"")
-        scheme, _, token = header.partition(b" ")
-        if scheme.lower() != b"bearer" or not token:
+        headers = dict(scope.get("headers", []))
+        scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+        token = token.strip() if scheme.lower() == b"bearer" else b""
+        token = token or headers.get(b"x-api-key", b"").strip()
+        if not token:
             return False
-        token = token.strip()
         # Compare against every key, without an early exit, in constant time each.
         matches = [hmac.compare_digest(token, key) for key in self.keys]
-        return any(matches)
+        if not any(matches):
+            return False
+        _state(scope)["api_key_id"] = key_fingerprint(token)
+        return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -140,10 +153,12 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         await send_error(
+            scope,
             send,
             ApiError(
                 401,
-                "Incorrect or missing API key. Send it as 'Authorization: Bearer <key>'.",
+                "Incorrect or missing API key. Send it as 'Authorization: Bearer <key>' "
+                "or 'x-api-key: <key>'.",
                 type="invalid_request_error",
                 code="invalid_api_key",
                 headers={"WWW-Authenticate": "Bearer"},
@@ -205,7 +220,7 @@ class LimitsMiddleware:
             return
         length = dict(scope.get("headers", [])).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            await send_error(send, self._too_large())
+            await send_error(scope, send, self._too_large())
             return
         chunks: list[bytes] = []
         size = 0
@@ -216,7 +231,7 @@ class LimitsMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await send_error(send, self._too_large())
+                await send_error(scope, send, self._too_large())
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -224,7 +239,7 @@ class LimitsMiddleware:
         body = b"".join(chunks)
         error = self._check(body)
         if error is not None:
-            await send_error(send, error)
+            await send_error(scope, send, error)
             return
         replayed = False
 

@@ -106,8 +106,16 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["authorization", "content-type", "x-request-id"],
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=[
+                "authorization",
+                "content-type",
+                "x-request-id",
+                "x-api-key",  # Anthropic's SDKs send their key and version headers
+                "anthropic-version",
+                "anthropic-beta",
+                "anthropic-dangerous-direct-browser-access",
+            ],
             expose_headers=["x-request-id"],
         )
     app.add_middleware(AccessLogMiddleware, metrics=metrics)

@@ -107,11 +107,10 @@ async def _check(state: ServerState, plan: GenerationPlan) -> None:
         try:
             await state.engine.check(params)
         except RequestRejected as exc:
-            param = "tools" if plan.tools is not None and plan.tools.forced else "response_format"
             raise ApiError(
                 400,
                 f"The schema cannot be used for constrained decoding: {exc}",
-                param=param,
+                param=plan.schema_param,
                 code="invalid_value",
             ) from exc
 

@@ -58,6 +58,7 @@ class ArgumentsOut:
 class ChoiceEnd:
     choice: int
     finish: Finish
+    stop_sequence: str | None = None  # the stop string that ended it (Anthropic reports it)
 
 
 Event = TextOut | CallOut | ArgumentsOut | ChoiceEnd
@@ -126,7 +127,11 @@ async def choice_events(
                 if tail or held:
                     yield TextOut(index, tail, tuple(held))
             if stopped or last:
-                yield ChoiceEnd(index, finish_reason(delta.finish, stopped, parser))
+                yield ChoiceEnd(
+                    index,
+                    finish_reason(delta.finish, stopped, parser),
+                    matcher.hit if stopped else None,
+                )
                 return
             if held and (parser is None or parser.text_mode):
                 yield TextOut(index, "", tuple(held))  # tokens whose text is still held

@@ -48,3 +48,4 @@ class GenerationPlan:
     stops: list[str]
     tools: ToolPlan | None = None  # tool calls are parsed out of the output
     logprobs: bool = False  # report the chosen tokens' log-probabilities
+    schema_param: str = "response_format"  # the field a grammar the engine refuses came from

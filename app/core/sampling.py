@@ -3,7 +3,11 @@ context budget, the number of choices, the stop strings, and what the engine can
 
 from __future__ import annotations
 
+import secrets
+from dataclasses import dataclass
+
 from app.core.plan import ModelContext
+from app.engine.base import LOGPROBS, MIN_P, PENALTIES, STRUCTURED_OUTPUT, SamplingParams
 from app.errors import ApiError
 
 MIN_TEMPERATURE = 1e-4
@@ -66,3 +70,64 @@ def check_stops(ctx: ModelContext, stops: list[str], param: str = "stop") -> lis
             code="too_many_stop_sequences",
         )
     return stops
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """A request's sampling fields in no API's names: each dialect maps its own onto
+    these (None: the API's default), and `engine_params` is the one place they become
+    the engine's parameters."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    seed: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    repetition_penalty: float | None = None
+    ignore_eos: bool = False
+
+
+def engine_params(
+    ctx: ModelContext,
+    sampling: Sampling,
+    max_new_tokens: int,
+    *,
+    n: int | None = None,
+    logprobs: bool = False,
+    json_schema: str | None = None,
+    schema_param: str = "response_format",
+) -> list[SamplingParams]:
+    """One SamplingParams per choice: choice i samples with seed + i, so `n` choices differ
+    and the same request with the same seed reproduces all of them. Every request gets a
+    seed (a random one when it sent none): the engine replays a request after a fault and
+    checks the replay against what was already sent."""
+    if sampling.presence_penalty or sampling.frequency_penalty:
+        require(ctx, PENALTIES, "presence_penalty", "presence/frequency penalties")
+    if sampling.min_p:
+        require(ctx, MIN_P, "min_p", "min_p")
+    if logprobs:
+        require(ctx, LOGPROBS, "logprobs", "logprobs")
+    if json_schema is not None:
+        require(ctx, STRUCTURED_OUTPUT, schema_param, "structured output")
+    seed = sampling.seed if sampling.seed is not None else secrets.randbits(31)
+    temperature = 1.0 if sampling.temperature is None else sampling.temperature
+    base = SamplingParams(
+        max_new_tokens=max_new_tokens,
+        # The engine samples in float32: a temperature too small to matter is greedy, and
+        # top_p is kept above float32's smallest normal so it never rounds to 0.
+        temperature=0.0 if temperature < MIN_TEMPERATURE else temperature,
+        top_p=1.0 if sampling.top_p is None else max(sampling.top_p, MIN_TOP_P),
+        top_k=sampling.top_k if sampling.top_k and sampling.top_k > 0 else 0,
+        min_p=min(sampling.min_p or 0.0, MAX_MIN_P),
+        seed=seed,
+        frequency_penalty=sampling.frequency_penalty or 0.0,
+        presence_penalty=sampling.presence_penalty or 0.0,
+        repetition_penalty=sampling.repetition_penalty or 1.0,
+        stop_token_ids=ctx.text.eos_token_ids,
+        ignore_eos=sampling.ignore_eos,
+        logprobs=logprobs,
+        json_schema=json_schema,
+    )
+    return [base.with_seed((seed + i) % 2**31) for i in range(choice_count(ctx, n))]

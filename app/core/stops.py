@@ -11,14 +11,16 @@ class StopMatcher:
     def __init__(self, stops: list[str]) -> None:
         self._stops = [s for s in stops if s]
         self._pending = ""
+        self.hit: str | None = None  # the stop string found, for APIs that report it
 
     def feed(self, text: str) -> tuple[str, bool]:
         """Returns (text safe to send, whether a stop string was hit)."""
         if not self._stops:
             return text, False
         self._pending += text
-        hit = min((i for i in (self._pending.find(s) for s in self._stops) if i >= 0), default=-1)
-        if hit >= 0:
+        found = [(i, n, s) for n, s in enumerate(self._stops) if (i := self._pending.find(s)) >= 0]
+        if found:
+            hit, _, self.hit = min(found)
             out, self._pending = self._pending[:hit], ""
             return out, True
         hold = self._longest_partial()

@@ -95,6 +95,7 @@ def validate(body: ChatCompletionRequest, ctx: ModelContext) -> GenerationPlan:
         stops=check_stops(ctx, body.stop_list()),
         tools=tools,
         logprobs=bool(body.logprobs),
+        schema_param="tools" if tools is not None and tools.forced else "response_format",
     )
 
 

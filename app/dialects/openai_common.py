@@ -3,22 +3,14 @@ into engine parameters, and the pieces of their responses that are alike."""
 
 from __future__ import annotations
 
-import secrets
 from typing import Any, Generic, TypeVar
 
 from app.core.generation import ChosenToken
 from app.core.plan import ModelContext
 from app.core.run import GenerationRun
-from app.core.sampling import (
-    MAX_MIN_P,
-    MIN_TEMPERATURE,
-    MIN_TOP_P,
-    choice_count,
-    require,
-    unsupported,
-)
+from app.core.sampling import Sampling, engine_params, unsupported
 from app.core.sse import data_frame
-from app.engine.base import LOGPROBS, MIN_P, PENALTIES, STRUCTURED_OUTPUT, SamplingParams
+from app.engine.base import SamplingParams
 from app.errors import ApiError
 from app.protocol.openai_chat import TokenLogprob
 from app.protocol.openai_common import GenerationRequest, Usage
@@ -34,41 +26,24 @@ def sampling_params(
     logprobs: bool = False,
     json_schema: str | None = None,
 ) -> list[SamplingParams]:
-    """One SamplingParams per choice: choice i samples with seed + i, so `n` choices differ
-    and the same request with the same seed reproduces all of them. Every request gets a
-    seed (a random one when it sent none): the engine replays a request after a fault and
-    checks the replay against what was already sent."""
+    """The OpenAI sampling fields as engine parameters, one per choice."""
     if body.logit_bias:
         # openvino-genai's continuous batching has no logits-processor hook to apply it.
         raise unsupported("logit_bias", "logit_bias")
-    if body.presence_penalty or body.frequency_penalty:
-        require(ctx, PENALTIES, "presence_penalty", "presence/frequency penalties")
-    if body.min_p:
-        require(ctx, MIN_P, "min_p", "min_p")
-    if logprobs:
-        require(ctx, LOGPROBS, "logprobs", "logprobs")
-    if json_schema is not None:
-        require(ctx, STRUCTURED_OUTPUT, "response_format", "structured output")
-    seed = body.seed if body.seed is not None else secrets.randbits(31)
-    temperature = 1.0 if body.temperature is None else body.temperature
-    base = SamplingParams(
-        max_new_tokens=max_new_tokens,
-        # The engine samples in float32: a temperature too small to matter is greedy, and
-        # top_p is kept above float32's smallest normal so it never rounds to 0.
-        temperature=0.0 if temperature < MIN_TEMPERATURE else temperature,
-        top_p=1.0 if body.top_p is None else max(body.top_p, MIN_TOP_P),
-        top_k=body.top_k if body.top_k and body.top_k > 0 else 0,
-        min_p=min(body.min_p or 0.0, MAX_MIN_P),
-        seed=seed,
-        frequency_penalty=body.frequency_penalty or 0.0,
-        presence_penalty=body.presence_penalty or 0.0,
-        repetition_penalty=body.repetition_penalty or 1.0,
-        stop_token_ids=ctx.text.eos_token_ids,
+    sampling = Sampling(
+        temperature=body.temperature,
+        top_p=body.top_p,
+        top_k=body.top_k,
+        min_p=body.min_p,
+        seed=body.seed,
+        frequency_penalty=body.frequency_penalty,
+        presence_penalty=body.presence_penalty,
+        repetition_penalty=body.repetition_penalty,
         ignore_eos=bool(body.ignore_eos),
-        logprobs=logprobs,
-        json_schema=json_schema,
     )
-    return [base.with_seed((seed + i) % 2**31) for i in range(choice_count(ctx, body.n))]
+    return engine_params(
+        ctx, sampling, max_new_tokens, n=body.n, logprobs=logprobs, json_schema=json_schema
+    )
 
 
 Request = TypeVar("Request", bound=GenerationRequest)

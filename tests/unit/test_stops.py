@@ -41,3 +41,16 @@ def test_no_stops_passes_through() -> None:
 
 def test_text_held_at_the_end_is_flushed() -> None:
     assert feed_all(["STOP"], ["abc ST"]) == ("abc ST", False)
+
+
+def test_reports_which_stop_string_ended_the_text() -> None:
+    matcher = StopMatcher(["END", "STOP"])
+    assert matcher.hit is None
+    assert matcher.feed("one STOP two END") == ("one ", True)
+    assert matcher.hit == "STOP"
+
+
+def test_the_earliest_stop_wins_and_ties_go_to_the_first_listed() -> None:
+    matcher = StopMatcher(["ab", "a"])
+    assert matcher.feed("xab") == ("x", True)
+    assert matcher.hit == "ab"
