@@ -3,7 +3,9 @@ engine, shared by the tests of a session."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +22,7 @@ import pytest
 from app.settings import REPO_ROOT
 
 STARTUP_TIMEOUT_S = 180
+JS = Path(__file__).resolve().parent.parent / "js"  # the JavaScript clients (npm)
 
 
 def free_port() -> int:
@@ -109,6 +112,23 @@ def default_server(server_logs: Path, default_model_dir: Path) -> Iterator[Serve
     server = start_server(server_logs, default_model_dir, "smollm2")
     yield server
     stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def js_sdk() -> Path:
+    """Node, with the JavaScript SDKs of tests/js/package.json installed from its lock."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("Node.js and npm are needed for the JavaScript SDK tests (Debian: nodejs npm)")
+    wanted = json.loads((JS / "package.json").read_text())["dependencies"]
+    if not all((JS / "node_modules" / name / "package.json").is_file() for name in wanted):
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=JS,
+            check=True,
+            timeout=300,
+        )
+    return Path(node)
 
 
 @pytest.fixture(autouse=True)

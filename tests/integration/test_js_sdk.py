@@ -4,32 +4,12 @@ the tiny Phi-3 model: text, streams, the stream helper's tool-call events, typed
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from app.modelstore.tiny_phi3 import TINY_REPLY
-from tests.integration.conftest import Server
-
-JS = Path(__file__).resolve().parent.parent / "js"
-
-
-@pytest.fixture(scope="module")
-def js_sdk() -> Path:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("Node.js and npm are needed for the JavaScript SDK tests (Debian: nodejs npm)")
-    if not (JS / "node_modules" / "openai").is_dir():
-        subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=JS,
-            check=True,
-            timeout=300,
-        )
-    return Path(node)
+from tests.integration.conftest import JS, Server
 
 
 def run(node: Path, server: Server) -> dict[str, Any]:
