@@ -27,6 +27,14 @@ class Turn:
     content: str
 
 
+def with_system_text(turns: list[Turn], text: str) -> list[Turn]:
+    """`text` (the tools' description) added to the conversation's first system turn, or
+    as a system turn of its own: templates know one system message at the start."""
+    if turns and turns[0].role == "system":
+        return [Turn("system", f"{turns[0].content}\n\n{text}"), *turns[1:]]
+    return [Turn("system", text), *turns]
+
+
 def phi3_prompt(turns: Sequence[Turn], add_generation_prompt: bool = True) -> str:
     """Phi-3's official chat template, as code: byte for byte what the template renders
     (tests hold the two against each other), without a Jinja round trip per request."""

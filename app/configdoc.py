@@ -28,6 +28,8 @@ def _default(name: str) -> str:
     value = Settings.default_of(name)
     if name == "model_store":
         return "`model_store/` in the repository"
+    if name == "state_dir":
+        return "`$XDG_STATE_HOME/ovchat` (`~/.local/state/ovchat`)"
     if value is None:
         return "(none)"
     if isinstance(value, list) and not value:

@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app import __version__, errors, openapi
 from app.admission import Admission
-from app.api import chat, completions, health, models, page, tokenize
+from app.api import chat, completions, health, models, page, responses, tokenize
 from app.api import metrics as metrics_api
 from app.core.run import now
 from app.engine.base import Engine
@@ -30,6 +30,7 @@ from app.middleware import (
 from app.modelstore import store
 from app.settings import Settings
 from app.state import ServerState
+from app.storage.responses import open_store
 from app.textmodel import TextModel
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,10 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
         await engine.start()
         text = await asyncio.to_thread(TextModel.load, model.path)
         await engine.wait_ready()
-        app.state.ovchat = ServerState(
+        response_store = open_store(
+            settings.state_dir, settings.responses_max_stored, settings.responses_max_age_s
+        )
+        app.state.ovchat = state = ServerState(
             settings=settings,
             model_id=settings.served_model_name or model.name,
             engine=engine,
@@ -72,12 +76,18 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
             system_fingerprint=_fingerprint(model, engine.name),
             admission=Admission(settings.max_num_seqs, settings.max_queue),
             metrics=metrics,
+            responses=response_store,
         )
-        logger.info("Ready: model %s on the %s engine", app.state.ovchat.model_id, engine.name)
+        logger.info("Ready: model %s on the %s engine", state.model_id, engine.name)
         try:
             yield
         finally:
+            # Background responses cannot outlive the engine: they end cancelled, stored so.
+            for task in list(state.background.values()):
+                task.cancel()
+            await asyncio.gather(*state.background.values(), return_exceptions=True)
             app.state.ovchat = None
+            await response_store.close()
             await engine.close()
 
     app = FastAPI(
@@ -91,6 +101,7 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
     openapi.install(app)
     app.include_router(chat.router)
     app.include_router(completions.router)
+    app.include_router(responses.router)
     app.include_router(tokenize.router)
     app.include_router(models.router)
     app.include_router(health.router)

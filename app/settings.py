@@ -3,6 +3,7 @@ set them; CLI flags, generated from these fields, only override."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -17,6 +18,11 @@ def _comma_list(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+def _state_home() -> Path:
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return Path(xdg) if xdg else Path.home() / ".local" / "state"
 
 
 CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
@@ -179,6 +185,23 @@ class Settings(BaseSettings):
         "take to compile before it is refused with 400: the engine compiles a grammar inside "
         "a step, so every stream would wait that long. Each grammar is compiled once first, "
         "by the engine's own compiler in a probe process.",
+    )
+
+    # State
+    state_dir: Path = Field(
+        default_factory=lambda: _state_home() / "ovchat",
+        description="Folder of the server's own state: the stored Responses API responses "
+        "(responses.sqlite3). Default: $XDG_STATE_HOME/ovchat or ~/.local/state/ovchat.",
+    )
+    responses_max_stored: int = Field(
+        10_000,
+        ge=1,
+        description="Most stored responses (`store: true`); beyond it the oldest are removed.",
+    )
+    responses_max_age_s: float = Field(
+        30 * 24 * 3600.0,
+        gt=0,
+        description="Stored responses older than this are removed (default 30 days).",
     )
 
     @classmethod

@@ -3,12 +3,14 @@ reached by routes through dependencies, never through module globals."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 from app.admission import Admission
 from app.engine.base import Engine
 from app.metrics import Metrics
 from app.settings import Settings
+from app.storage.responses import ResponseStore
 from app.textmodel import TextModel
 
 
@@ -22,3 +24,5 @@ class ServerState:
     system_fingerprint: str
     admission: Admission
     metrics: Metrics
+    responses: ResponseStore  # stored Responses API responses
+    background: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # by response id

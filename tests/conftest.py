@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,21 @@ from app.settings import REPO_ROOT
 from app.textmodel import TextModel
 
 STORE = REPO_ROOT / "model_store"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Servers of the test session (in process, and the ones started as subprocesses,
+    which inherit the environment) keep their state in a temporary folder, never in the
+    user's ~/.local/state."""
+    folder = tmp_path_factory.mktemp("state")
+    previous = os.environ.get("OVCHAT_STATE_DIR")
+    os.environ["OVCHAT_STATE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("OVCHAT_STATE_DIR", None)
+    else:
+        os.environ["OVCHAT_STATE_DIR"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -30,5 +30,5 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
     if body.model_extra:
         logger.debug("Ignoring unknown request fields: %s", sorted(body.model_extra))
     plan = openai_chat.validate(body, model_context(state))
-    run = await admit(state, plan, request, "chatcmpl")
+    run = await admit(state, plan, request, "chatcmpl-")
     return await respond(request, run, openai_chat.ChatRenderer(run, body), bool(body.stream))

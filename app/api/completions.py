@@ -30,6 +30,6 @@ async def completions(body: CompletionRequest, request: Request, state: State) -
     if body.model_extra:
         logger.debug("Ignoring unknown request fields: %s", sorted(body.model_extra))
     plan = openai_completions.validate(body, model_context(state))
-    run = await admit(state, plan, request, "cmpl")
+    run = await admit(state, plan, request, "cmpl-")
     renderer = openai_completions.CompletionRenderer(run, body)
     return await respond(request, run, renderer, bool(body.stream))

@@ -19,7 +19,8 @@ from app.state import ServerState
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex}"
+    """`prefix` with its separator, as each API spells it: chatcmpl-..., resp_..., msg_..."""
+    return f"{prefix}{uuid.uuid4().hex}"
 
 
 def now() -> int:
@@ -95,7 +96,7 @@ class GenerationRun:
             self.finishes = [f or "length" for f in self.finishes]
             raise
 
-    async def collect(self, on_event: Callable[[Event], None]) -> None:
+    async def collect(self, on_event: Callable[[Event], object]) -> None:
         """Runs every choice to its end, for a response sent whole. A timeout ends it with
         what it has; an engine failure is an ApiError."""
         try:

@@ -65,6 +65,11 @@ class Renderer(Protocol):
 
     def frames(self, event: Event) -> list[Frame]: ...
 
+    async def settle(self, error: ApiError | None) -> None:
+        """After the last event or a failure, before the frames that tell the client:
+        whatever must be done before the client hears the end (a response stored)."""
+        ...
+
     def closing(self) -> list[Frame]:
         """After the last event (the usage chunk, when asked for)."""
         ...
@@ -87,16 +92,21 @@ async def stream(run: GenerationRun, renderer: Renderer) -> AsyncIterator[Frame]
             async for event in run.events():
                 for frame in renderer.frames(event):
                     yield frame
+            await renderer.settle(None)
             for frame in renderer.closing():
                 yield frame
             outcome = "streamed"
         except TimeoutError:
             outcome = "timed out"
-            for frame in renderer.error(timeout_error(run.state.settings.request_timeout_s)):
+            error = timeout_error(run.state.settings.request_timeout_s)
+            await renderer.settle(error)
+            for frame in renderer.error(error):
                 yield frame
         except EngineError as exc:
             outcome = f"failed: {exc}"
-            for frame in renderer.error(engine_failure(exc)):
+            error = engine_failure(exc)
+            await renderer.settle(error)
+            for frame in renderer.error(error):
                 yield frame
         for frame in renderer.end():
             yield frame

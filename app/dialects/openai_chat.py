@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from fastapi.responses import JSONResponse, Response
 
-from app.chat_format import PromptError, Turn
+from app.chat_format import PromptError, Turn, with_system_text
 from app.core.generation import ArgumentsOut, CallOut, ChoiceEnd, ChosenToken, Event, TextOut
 from app.core.plan import ChoicePlan, GenerationPlan, ModelContext
 from app.core.run import GenerationRun
@@ -152,12 +152,7 @@ def to_turns(messages: list[ChatMessage], tools: ToolPlan | None = None) -> list
     for message in messages:
         role = {"developer": "system", "tool": "user"}.get(message.role, message.role)
         turns.append(Turn(role, message_text(message, tool_names)))
-    if tools is not None:
-        if turns and turns[0].role == "system":
-            turns[0] = Turn("system", f"{turns[0].content}\n\n{tools.system_text()}")
-        else:
-            turns.insert(0, Turn("system", tools.system_text()))
-    return turns
+    return turns if tools is None else with_system_text(turns, tools.system_text())
 
 
 def message_text(message: ChatMessage, tool_names: dict[str, str]) -> str:

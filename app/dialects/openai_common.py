@@ -59,6 +59,9 @@ class StreamEnds(Generic[Request]):
     def _chunk(self, choices: list[Any], usage: Usage | None = None) -> bytes:
         raise NotImplementedError
 
+    async def settle(self, error: ApiError | None) -> None:
+        return None  # nothing outlives an OpenAI completion stream
+
     def closing(self) -> list[bytes]:
         return [self._chunk([], usage(self.run))] if self.body.include_usage else []
 

@@ -134,3 +134,76 @@ def test_models_and_errors(spec: dict[str, Any], tiny_server: Server) -> None:
     ):
         assert response.status_code >= 400
         check(spec, "ErrorResponse", response.json())
+
+
+RESPONSE_TOOL: dict[str, Any] = {
+    "type": "function",
+    "name": "get_unit",
+    "parameters": TOOL["function"]["parameters"],  # type: ignore[index]
+}
+RESPONSES_BODIES: list[dict[str, Any]] = [
+    {},
+    {
+        "instructions": "Be brief.",
+        "max_output_tokens": 5,
+        "include": ["reasoning.encrypted_content"],
+    },
+    {"tools": [RESPONSE_TOOL], "tool_choice": "required", "parallel_tool_calls": False},
+    {"tools": [RESPONSE_TOOL, {"type": "web_search"}], "metadata": {"k": "v"}},
+    {"text": {"format": {"type": "json_object"}}, "max_output_tokens": 20, "store": False},
+    {"include": ["message.output_text.logprobs"], "reasoning": {"effort": "low"}},
+]
+
+
+def event_schema(spec: dict[str, Any], kind: str) -> str:
+    """The member of ResponseStreamEvent for an event type (its errors are readable; the
+    union's are not)."""
+    schemas = spec["components"]["schemas"]
+    for member in schemas["ResponseStreamEvent"]["anyOf"]:
+        name = member["$ref"].rsplit("/", 1)[-1]
+        if kind in schemas[name].get("properties", {}).get("type", {}).get("enum", []):
+            return str(name)
+    raise AssertionError(f"no stream event {kind} in the spec")
+
+
+def response_events(server: Server, body: dict[str, Any]) -> list[dict[str, Any]]:
+    with httpx.stream(
+        "POST", f"{server.url}/v1/responses", json=body | {"stream": True}, timeout=60
+    ) as response:
+        assert response.status_code == 200
+        lines = list(response.iter_lines())
+    kinds = [line[7:] for line in lines if line.startswith("event: ")]
+    data = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+    assert kinds == [d["type"] for d in data]
+    return data
+
+
+@pytest.mark.parametrize("extra", RESPONSES_BODIES)
+def test_responses(spec: dict[str, Any], tiny_server: Server, extra: dict[str, Any]) -> None:
+    body = {"model": "tiny-phi3", "input": USER[0]["content"], "temperature": 0} | extra
+    response = post(tiny_server, "/v1/responses", body)
+    assert response.status_code == 200, response.text
+    created = response.json()
+    check(spec, "Response", created)
+    streamed = response_events(tiny_server, body)
+    assert [e["sequence_number"] for e in streamed] == list(range(len(streamed)))
+    for event in streamed:
+        check(spec, event_schema(spec, event["type"]), event)
+    assert streamed[-1]["response"]["output"][0]["type"] == created["output"][0]["type"]
+    if created["store"]:
+        stored = httpx.get(f"{tiny_server.url}/v1/responses/{created['id']}").json()
+        check(spec, "Response", stored)
+        items = httpx.get(f"{tiny_server.url}/v1/responses/{created['id']}/input_items").json()
+        check(spec, "ResponseItemList", items)
+    count = post(tiny_server, "/v1/responses/input_tokens", {"input": body["input"]})
+    check(spec, "TokenCountsResource", count.json())
+
+
+def test_responses_errors(spec: dict[str, Any], tiny_server: Server) -> None:
+    for response in (
+        httpx.get(f"{tiny_server.url}/v1/responses/resp_nope"),
+        post(tiny_server, "/v1/responses", {"model": "tiny-phi3", "input": []}),
+        post(tiny_server, "/v1/responses", {"model": "tiny-phi3", "previous_response_id": "x"}),
+    ):
+        assert response.status_code in (400, 404), response.text
+        check(spec, "ErrorResponse", response.json())

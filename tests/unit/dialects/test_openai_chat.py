@@ -20,6 +20,7 @@ from app.metrics import Metrics
 from app.protocol.openai_chat import ChatCompletionRequest
 from app.settings import Settings
 from app.state import ServerState
+from app.storage.responses import open_store
 from app.textmodel import TextModel
 from tests.unit.fakes import FakeEngine
 
@@ -112,8 +113,9 @@ def run_for(text_model: TextModel, body: ChatCompletionRequest) -> GenerationRun
         system_fingerprint="fp_test",
         admission=Admission(4, 4),
         metrics=Metrics(),
+        responses=open_store(settings.state_dir, 10, 60.0),
     )
-    return GenerationRun(state, validate(body, context(text_model)), {}, "chatcmpl")
+    return GenerationRun(state, validate(body, context(text_model)), {}, "chatcmpl-")
 
 
 def test_the_renderer_writes_openais_stream_for_two_choices(text_model: TextModel) -> None:
