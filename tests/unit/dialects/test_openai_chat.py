@@ -11,7 +11,7 @@ import pytest
 from app.admission import Admission
 from app.chat_format import Turn
 from app.core.generation import ArgumentsOut, CallOut, ChoiceEnd, Event, TextOut
-from app.core.plan import Limits, ModelContext
+from app.core.plan import GenerationPlan, Limits, ModelContext
 from app.core.run import GenerationRun
 from app.dialects.openai_chat import ChatRenderer, validate
 from app.engine.base import LOGPROBS, PENALTIES, STRUCTURED_OUTPUT
@@ -103,6 +103,11 @@ def frames_of(renderer: ChatRenderer, events: list[Event]) -> list[dict[str, Any
 
 
 def run_for(text_model: TextModel, body: ChatCompletionRequest) -> GenerationRun:
+    return run_for_plan(text_model, validate(body, context(text_model)), "chatcmpl-")
+
+
+def run_for_plan(text_model: TextModel, plan: GenerationPlan, prefix: str) -> GenerationRun:
+    """A run of `plan` on a server state with a scripted engine, for a renderer to read."""
     settings = Settings(served_model_name="tiny")
     state = ServerState(
         settings=settings,
@@ -115,7 +120,7 @@ def run_for(text_model: TextModel, body: ChatCompletionRequest) -> GenerationRun
         metrics=Metrics(),
         responses=open_store(settings.state_dir, 10, 60.0),
     )
-    return GenerationRun(state, validate(body, context(text_model)), {}, "chatcmpl-")
+    return GenerationRun(state, plan, {}, prefix)
 
 
 def test_the_renderer_writes_openais_stream_for_two_choices(text_model: TextModel) -> None:
