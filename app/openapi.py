@@ -12,7 +12,13 @@ from fastapi.openapi.utils import get_openapi
 from app.state import ServerState
 
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
-_STREAMING = ("/v1/chat/completions", "/v1/completions")
+_STREAMING = {
+    "/v1/chat/completions": "With stream true: `data: <chunk JSON>` events, then `data: [DONE]`.",
+    "/v1/completions": "With stream true: `data: <chunk JSON>` events, then `data: [DONE]`.",
+    "/v1/responses": "With stream true: OpenAI's typed events (`event: <type>` and `data: "
+    "<event JSON>` with an increasing `sequence_number`), from `response.created` to "
+    "`response.completed`, `response.incomplete` or `response.failed`.",
+}
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -37,11 +43,7 @@ def build(app: FastAPI) -> dict[str, Any]:
             if path in _STREAMING:
                 ok = responses.setdefault("200", {"description": "Successful Response"})
                 ok.setdefault("content", {})["text/event-stream"] = {
-                    # Each event's data is a chunk object, an error object, or [DONE].
-                    "schema": {
-                        "description": "With stream true: `data: <chunk JSON>` events, then "
-                        "`data: [DONE]`.",
-                    }
+                    "schema": {"description": _STREAMING[path]}
                 }
     if "ErrorResponse" not in components:
         from app.protocol.openai_common import ErrorResponse
