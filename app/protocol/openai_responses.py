@@ -146,7 +146,8 @@ def _item_tag(value: Any) -> str:
         kind = getattr(value, "type", "message")
     if kind is None and isinstance(value, dict) and "id" in value:
         return "item_reference"
-    return kind if kind in _ITEM_TAGS else "other"
+    # Anything but a known type string (an object, a number) fails as an unknown item.
+    return kind if isinstance(kind, str) and kind in _ITEM_TAGS else "other"
 
 
 InputItem = Annotated[
@@ -213,7 +214,7 @@ def _typed(*known: str) -> Discriminator:
 
     def tag(value: Any) -> str:
         kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-        return kind if kind in known else "hosted"
+        return kind if isinstance(kind, str) and kind in known else "hosted"
 
     return Discriminator(tag)
 

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from app.chat_format import Turn
 from app.core.generation import ArgumentsOut, CallOut, ChoiceEnd, TextOut
@@ -195,3 +196,10 @@ def test_the_renderer_streams_text_then_a_call(text_model: TextModel) -> None:
     final = renderer.snapshot("completed")
     assert [item.type for item in final.output] == ["message", "function_call"]
     assert final.output[1].model_dump()["call_id"] == "call_1"
+
+
+@pytest.mark.parametrize("kind", [{}, [], 3, None])
+def test_an_item_or_tool_type_that_is_no_string_is_refused(kind: Any) -> None:
+    for body in ({"input": [{"type": kind}]}, {"tools": [{"type": kind}]}):
+        with pytest.raises(ValidationError):
+            request(**body)
