@@ -12,7 +12,13 @@ from fastapi.openapi.utils import get_openapi
 from app.state import ServerState
 
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
-_STREAMING = ("/v1/chat/completions", "/v1/completions")
+_OPENAI_STREAM = "With stream true: `data: <chunk JSON>` events, then `data: [DONE]`."
+# What each streaming endpoint's events are, with stream true.
+_STREAMING = {
+    "/v1/chat/completions": _OPENAI_STREAM,
+    "/v1/completions": _OPENAI_STREAM,
+    "/v1/messages": "With stream true: Anthropic's named events (`event: message_start`, ...).",
+}
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -37,11 +43,7 @@ def build(app: FastAPI) -> dict[str, Any]:
             if path in _STREAMING:
                 ok = responses.setdefault("200", {"description": "Successful Response"})
                 ok.setdefault("content", {})["text/event-stream"] = {
-                    # Each event's data is a chunk object, an error object, or [DONE].
-                    "schema": {
-                        "description": "With stream true: `data: <chunk JSON>` events, then "
-                        "`data: [DONE]`.",
-                    }
+                    "schema": {"description": _STREAMING[path]}
                 }
     if "ErrorResponse" not in components:
         from app.protocol.openai_common import ErrorResponse

@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app import __version__, errors, openapi
 from app.admission import Admission
-from app.api import chat, completions, health, models, page, tokenize
+from app.api import chat, completions, health, messages, models, page, tokenize
 from app.api import metrics as metrics_api
 from app.core.run import now
 from app.engine.base import Engine
@@ -91,6 +91,7 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
     openapi.install(app)
     app.include_router(chat.router)
     app.include_router(completions.router)
+    app.include_router(messages.router)
     app.include_router(tokenize.router)
     app.include_router(models.router)
     app.include_router(health.router)

@@ -262,7 +262,7 @@ def event_frame(payload: dict[str, Any]) -> Frame:
 
 def ping() -> ServerSentEvent:
     """The keep-alive while a stream waits: Anthropic's `ping` event, not a comment."""
-    return ServerSentEvent(data=PingEvent().model_dump_json(), event="ping")
+    return ServerSentEvent(data=PingEvent().model_dump_json(), event="ping", sep="\n")
 
 
 def tool_use_id(call_id: str) -> str:
