@@ -60,7 +60,12 @@ def build(app: FastAPI) -> dict[str, Any]:
 
 def _state_limits(components: dict[str, Any], state: ServerState) -> None:
     settings = state.settings
-    for name in ("ChatCompletionRequest", "CompletionRequest"):
+    for name in (
+        "ChatCompletionRequest",
+        "CompletionRequest",
+        "MessageCreateRequest",
+        "MessageCountTokensRequest",
+    ):
         properties = components.get(name, {}).get("properties", {})
         if "model" in properties:
             properties["model"] = {"type": "string", "enum": [state.model_id], "title": "Model"}

@@ -92,7 +92,7 @@ ROLE_BLOCKS: dict[str, frozenset[str]] = {
 _KNOWN_BLOCKS = frozenset().union(*ROLE_BLOCKS.values())
 
 
-def _refused_block(kind: Any, role: str) -> str:
+def _refused_block(kind: str, role: str) -> str:
     if kind in ("image", "document"):
         return f"'{kind}' content blocks are not supported: the served model reads text only."
     if kind in _KNOWN_BLOCKS:
@@ -131,14 +131,14 @@ class MessageParam(BaseModel):
         allowed = ROLE_BLOCKS[role]
         for j, block in enumerate(data["content"]):
             kind = block.get("type") if isinstance(block, dict) else None
-            if kind is None:
-                continue
+            if not isinstance(kind, str):
+                continue  # not a block at all: the union's own error says so
             if kind not in allowed:
                 raise rule_error(_refused_block(kind, role), f"content[{j}]", "invalid_request")
             nested = block.get("content") if kind == "tool_result" else None
             for k, part in enumerate(nested if isinstance(nested, list) else []):
                 inner = part.get("type") if isinstance(part, dict) else None
-                if inner is not None and inner != "text":
+                if isinstance(inner, str) and inner != "text":
                     raise rule_error(
                         _refused_block(inner, "tool_result"),
                         f"content[{j}].content[{k}]",

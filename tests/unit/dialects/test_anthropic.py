@@ -291,6 +291,21 @@ LONG = [{"role": "user", "content": "word " * 5000}]
             "input length or `max_tokens` and try again",
         ),
         ({"messages": LONG}, "messages", "prompt is too long: 10008 tokens > 4095 maximum"),
+        (  # a block whose type is not a string is not a block (found by fuzzing: a 500)
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "tool_result", "tool_use_id": "", "content": [{"type": {}}]}
+                        ],
+                    }
+                ]
+            },
+            "messages[0].content[0].tool_result.content[0].text",
+            "",
+        ),
+        ({"messages": [{"role": "user", "content": [{"type": []}]}]}, "messages[0].content[0]", ""),
         ({"stop_sequences": ["a", "b", "c", "d", "e"]}, "stop_sequences", "At most 4"),
         ({"stop_sequences": [""]}, "stop_sequences[0]", ""),
         ({"temperature": 1.5}, "temperature", ""),
