@@ -122,6 +122,16 @@ def test_tool_use_both_ways(tiny_server: Server, text_model: TextModel) -> None:
     assert counted.input_tokens > len(text_model.encode_chat(turns))
 
 
+def test_structured_output(tiny_server: Server) -> None:
+    schema = UNIT_TOOL["input_schema"] | {"additionalProperties": False}
+    message = create(
+        tiny_server, output_config={"format": {"type": "json_schema", "schema": schema}}
+    )
+    [block] = message.content
+    assert block.type == "text" and json.loads(block.text) == {"unit": "celsius"}
+    assert message.stop_reason == "end_turn"
+
+
 def test_count_tokens_equals_input_tokens(tiny_server: Server) -> None:
     counted = client(tiny_server).messages.count_tokens(
         model=tiny_server.model, messages=MESSAGES, system=SYSTEM
