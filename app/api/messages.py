@@ -37,7 +37,7 @@ async def create_message(body: MessageCreateRequest, request: Request, state: St
         logger.debug("Ignoring unknown request fields: %s", sorted(body.model_extra))
     plan = anthropic.validate(body, model_context(state))
     run = await admit(state, plan, request, "msg")
-    renderer = anthropic.MessagesRenderer(run, body)
+    renderer = anthropic.MessagesRenderer(run)
     return await respond(request, run, renderer, bool(body.stream), ping=anthropic.ping)
 
 

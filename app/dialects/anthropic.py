@@ -311,9 +311,8 @@ class MessagesRenderer:
     message_delta with the stop reason and usage, and message_stop. A reply is text or
     calls (the tool-call parser decides); each call is a tool_use block of its own."""
 
-    def __init__(self, run: GenerationRun, body: MessageCreateRequest) -> None:
+    def __init__(self, run: GenerationRun) -> None:
         self.run = run
-        self.body = body
         self.id = "msg_" + run.id.partition("-")[2]  # the run's id, as the access log has it
         self.blocks: list[_Block] = []
         self._open: _Block | None = None
@@ -325,10 +324,11 @@ class MessagesRenderer:
         """The content as it grows: (the block this event closed, the block it opened)."""
         closed = opened = None
         if isinstance(event, TextOut) and event.text:
-            if self._open is None or self._open.kind != "text":
-                closed, opened = self._open, self._new("text")
-            assert self._open is not None
-            self._open.parts.append(event.text)
+            block = self._open
+            if block is None or block.kind != "text":
+                closed, block = block, self._new("text")
+                opened = block
+            block.parts.append(event.text)
         elif isinstance(event, CallOut):
             closed = self._open
             opened = self._new("tool_use", tool_use_id(event.id), event.name)

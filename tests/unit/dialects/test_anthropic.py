@@ -376,7 +376,7 @@ def stream_of(renderer: MessagesRenderer, events: list[Event]) -> list[tuple[str
 def test_the_renderer_streams_text_as_anthropic_does(text_model: TextModel) -> None:
     run = run_for(text_model, request(stream=True))
     run.tokens = [3]
-    renderer = MessagesRenderer(run, request(stream=True))
+    renderer = MessagesRenderer(run)
     events = stream_of(
         renderer,
         [TextOut(0, ""), TextOut(0, "Hel"), TextOut(0, "lo"), ChoiceEnd(0, "stop", "STOP")],
@@ -450,7 +450,7 @@ def test_the_renderer_streams_text_as_anthropic_does(text_model: TextModel) -> N
 
 def test_the_renderer_streams_each_call_as_a_tool_use_block(text_model: TextModel) -> None:
     body = request(tools=[UNIT], tool_choice={"type": "any"}, stream=True)
-    renderer = MessagesRenderer(run_for(text_model, body), body)
+    renderer = MessagesRenderer(run_for(text_model, body))
     events = stream_of(
         renderer,
         [
@@ -511,7 +511,7 @@ def test_the_renderer_streams_each_call_as_a_tool_use_block(text_model: TextMode
 
 
 def test_a_failure_mid_stream_is_an_anthropic_error_event(text_model: TextModel) -> None:
-    renderer = MessagesRenderer(run_for(text_model, request()), request())
+    renderer = MessagesRenderer(run_for(text_model, request()))
     [frame] = renderer.error(ApiError(503, "Generation failed: gone"))
     assert frame.decode() == (
         "event: error\n"
