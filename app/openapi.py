@@ -12,12 +12,15 @@ from fastapi.openapi.utils import get_openapi
 from app.state import ServerState
 
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
+_OPENAI_STREAM = "With stream true: `data: <chunk JSON>` events, then `data: [DONE]`."
+# What each streaming endpoint's events are, with stream true.
 _STREAMING = {
-    "/v1/chat/completions": "With stream true: `data: <chunk JSON>` events, then `data: [DONE]`.",
-    "/v1/completions": "With stream true: `data: <chunk JSON>` events, then `data: [DONE]`.",
+    "/v1/chat/completions": _OPENAI_STREAM,
+    "/v1/completions": _OPENAI_STREAM,
     "/v1/responses": "With stream true: OpenAI's typed events (`event: <type>` and `data: "
     "<event JSON>` with an increasing `sequence_number`), from `response.created` to "
     "`response.completed`, `response.incomplete` or `response.failed`.",
+    "/v1/messages": "With stream true: Anthropic's named events (`event: message_start`, ...).",
 }
 
 
@@ -60,7 +63,12 @@ def build(app: FastAPI) -> dict[str, Any]:
 
 def _state_limits(components: dict[str, Any], state: ServerState) -> None:
     settings = state.settings
-    for name in ("ChatCompletionRequest", "CompletionRequest"):
+    for name in (
+        "ChatCompletionRequest",
+        "CompletionRequest",
+        "MessageCreateRequest",
+        "MessageCountTokensRequest",
+    ):
         properties = components.get(name, {}).get("properties", {})
         if "model" in properties:
             properties["model"] = {"type": "string", "enum": [state.model_id], "title": "Model"}

@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app import __version__, errors, openapi
 from app.admission import Admission
-from app.api import chat, completions, health, models, page, responses, tokenize
+from app.api import chat, completions, health, messages, models, page, responses, tokenize
 from app.api import metrics as metrics_api
 from app.core.run import now
 from app.engine.base import Engine
@@ -102,6 +102,7 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
     app.include_router(chat.router)
     app.include_router(completions.router)
     app.include_router(responses.router)
+    app.include_router(messages.router)
     app.include_router(tokenize.router)
     app.include_router(models.router)
     app.include_router(health.router)

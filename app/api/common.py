@@ -5,10 +5,12 @@ answered (one JSON body, or a stream)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
 from fastapi.responses import Response
+from sse_starlette import ServerSentEvent
 from starlette.background import BackgroundTask
 
 from app.api.disconnect import until_disconnect
@@ -116,8 +118,14 @@ async def _check(state: ServerState, plan: GenerationPlan) -> None:
 
 
 async def respond(
-    request: Request, run: GenerationRun, renderer: DialectRenderer, stream: bool
+    request: Request,
+    run: GenerationRun,
+    renderer: DialectRenderer,
+    stream: bool,
+    ping: Callable[[], ServerSentEvent] | None = None,
 ) -> Response:
+    """`ping`: the dialect's keep-alive event, where its clients expect one rather than
+    sse-starlette's comment line."""
     if stream:
         # The background task frees the slot even if the client left before the
         # stream's first step.
@@ -125,6 +133,7 @@ async def respond(
             sse.stream(run, renderer),
             sep="\n",
             ping=15,
+            ping_message_factory=ping,
             background=BackgroundTask(run.ticket.release_async),
         )
     return await until_disconnect(request, renderer.complete(), run.ticket.release)

@@ -4,6 +4,7 @@ context budget, the number of choices, the stop strings, and what the engine can
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.core.plan import ModelContext
@@ -32,13 +33,24 @@ def require(ctx: ModelContext, capability: str, param: str, what: str) -> None:
         )
 
 
+# (context length, prompt tokens, completion tokens asked or None) -> the 400 that says
+# they do not fit, in a dialect's own words (clients parse them to shrink and retry).
+Overflow = Callable[[int, int, int | None], ApiError]
+
+
 def completion_budget(
-    ctx: ModelContext, prompt_tokens: int, requested: int | None, what: str
+    ctx: ModelContext,
+    prompt_tokens: int,
+    requested: int | None,
+    what: str,
+    overflow: Overflow | None = None,
 ) -> int:
     """The completion budget: what was asked, or all the context left. Never truncates."""
     context = ctx.text.context_length
     room = context - prompt_tokens
     if room <= 0 or (requested is not None and requested > room):
+        if overflow is not None:
+            raise overflow(context, prompt_tokens, requested)
         asked = requested if requested is not None else 0
         raise ApiError(
             400,

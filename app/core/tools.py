@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from app.core.schema import nest
+from app.core.schema import check_enforceable, check_valid, nest
 
 
 def new_call_id() -> str:
@@ -65,9 +65,47 @@ def no_parameters() -> dict[str, Any]:
     return {"type": "object", "properties": {}, "additionalProperties": False}
 
 
+@dataclass(frozen=True)
+class OfferedTool:
+    """A function as a request offers it, its schema not yet checked: `param` is where the
+    schema is in the request, so a 400 names it."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any] | None  # None: the function takes no parameters
+    param: str
+
+
+ToolMode = Literal["auto", "required", "named"]
+
+
+def plan_offered(
+    offered: Sequence[OfferedTool],
+    mode: ToolMode,
+    one_call: bool,
+    max_calls: int,
+    name: str | None = None,
+) -> ToolPlan | None:
+    """`plan_tools` for what a request sent, every dialect alike. Every schema must be valid
+    JSON Schema (SchemaError); those a forced call is constrained by must also be
+    enforceable (under `auto`, and for the functions a named call does not name, they are
+    only described)."""
+    functions = []
+    for tool in offered:
+        parameters = tool.parameters
+        if parameters is None:
+            parameters = no_parameters()
+        elif mode == "auto" or (mode == "named" and tool.name != name):
+            check_valid(parameters, tool.param)
+        else:
+            check_enforceable(parameters, tool.param)
+        functions.append(FunctionTool(tool.name, tool.description, parameters))
+    return plan_tools(functions, mode, one_call, max_calls, name)
+
+
 def plan_tools(
     tools: Sequence[FunctionTool],
-    mode: Literal["auto", "required", "named"],
+    mode: ToolMode,
     one_call: bool,
     max_calls: int,
     name: str | None = None,
@@ -196,6 +234,7 @@ class ToolCallParser:
 
     def __init__(self, plan: ToolPlan, new_id: Callable[[], str] = new_call_id) -> None:
         self._names = plan.names
+        self._max_calls = plan.max_calls
         self._new_id = new_id
         self._state = _OPEN
         self._held: list[str] = []
@@ -447,4 +486,8 @@ class ToolCallParser:
         if not self._had_arguments:
             self._arguments("{}", out)  # a call that gave no arguments gave none
         self._state = _AFTER_CALL
+        # Under `auto` no grammar bounds the calls: a reply limited to one (OpenAI's
+        # parallel_tool_calls false, Anthropic's disable_parallel_tool_use) ends with it.
+        if self.calls >= self._max_calls:
+            self.done = True
         return True

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from fastapi.responses import JSONResponse, Response
 
@@ -15,13 +15,13 @@ from app.core.generation import ArgumentsOut, CallOut, ChoiceEnd, ChosenToken, E
 from app.core.plan import ChoicePlan, GenerationPlan, ModelContext
 from app.core.run import GenerationRun
 from app.core.sampling import check_stops, completion_budget
-from app.core.schema import SchemaError, check_enforceable, check_valid
+from app.core.schema import SchemaError, check_enforceable
 from app.core.sse import Frame, TextFrames, data_frame
 from app.core.tools import (
-    FunctionTool,
+    OfferedTool,
+    ToolMode,
     ToolPlan,
-    no_parameters,
-    plan_tools,
+    plan_offered,
     render_calls,
     render_result,
 )
@@ -105,28 +105,24 @@ def tool_plan(
     parallel: bool | None,
     ctx: ModelContext,
 ) -> ToolPlan | None:
-    """Tools as the core plans them. Every schema must be valid; those a forced call is
-    constrained by must also be enforceable (under `auto` they are only described)."""
+    """Tools as the core plans them (`plan_offered` checks their schemas)."""
     if not tools or choice == "none":
         return None
     named = choice.function.name if isinstance(choice, NamedToolChoice) else None
-    mode: Literal["auto", "required", "named"] = (
+    mode: ToolMode = (
         "named" if named is not None else "required" if choice == "required" else "auto"
     )
-    functions = []
-    for i, tool in enumerate(tools):
-        parameters = tool.function.parameters
-        if parameters is None:
-            parameters = no_parameters()
-        elif mode == "auto" or (named is not None and tool.function.name != named):
-            check_valid(parameters, f"tools[{i}].function.parameters")
-        else:
-            check_enforceable(parameters, f"tools[{i}].function.parameters")
-        functions.append(
-            FunctionTool(tool.function.name, tool.function.description or "", parameters)
+    offered = [
+        OfferedTool(
+            tool.function.name,
+            tool.function.description or "",
+            tool.function.parameters,
+            f"tools[{i}].function.parameters",
         )
-    return plan_tools(
-        functions, mode, one_call=parallel is False, max_calls=ctx.limits.max_tool_calls, name=named
+        for i, tool in enumerate(tools)
+    ]
+    return plan_offered(
+        offered, mode, one_call=parallel is False, max_calls=ctx.limits.max_tool_calls, name=named
     )
 
 

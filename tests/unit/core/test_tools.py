@@ -11,15 +11,18 @@ from typing import Any
 import jsonschema
 import pytest
 
+from app.core.schema import SchemaError
 from app.core.tools import (
     CallArguments,
     CallStart,
     FunctionTool,
+    OfferedTool,
     Text,
     ToolCallParser,
     ToolEvent,
     calls_schema,
     no_parameters,
+    plan_offered,
     plan_tools,
 )
 
@@ -167,3 +170,30 @@ def test_a_named_choice_is_a_choice_whatever_the_functions_name() -> None:
     plan = plan_tools([auto, required], "named", one_call=False, max_calls=4, name="auto")
     assert plan is not None and plan.forced and plan.names == {"auto"} and plan.max_calls == 1
     assert no_parameters() is not no_parameters()  # no shared mutable default
+
+
+def test_a_reply_limited_to_one_call_ends_with_it_also_under_auto() -> None:
+    one = plan_tools([WEATHER, NOW], "auto", one_call=True, max_calls=4)
+    assert one is not None and one.max_calls == 1 and one.grammar is None
+    parser = ToolCallParser(one, new_id=lambda: "call_0")
+    events = parser.feed(
+        '{"tool_calls": [{"name": "now", "arguments": {}}, {"name": "now", "arguments": {}}]}'
+    )
+    assert summary(events)["calls"] == [("now", "{}")]
+    assert parser.done
+
+
+def test_offered_tools_are_checked_as_their_mode_needs() -> None:
+    unenforceable = {"type": "object", "properties": {"a": {"not": {}}}}
+    offered = [
+        OfferedTool("a", "", unenforceable, "tools[0].input_schema"),
+        OfferedTool("b", "", None, "tools[1].input_schema"),
+    ]
+    auto = plan_offered(offered, "auto", one_call=False, max_calls=4)
+    assert auto is not None and auto.tools[1].parameters == no_parameters()
+    assert plan_offered(offered, "named", one_call=False, max_calls=4, name="b") is not None
+    with pytest.raises(SchemaError) as refused:
+        plan_offered(offered, "required", one_call=False, max_calls=4)
+    assert refused.value.param == "tools[0].input_schema"
+    with pytest.raises(SchemaError):
+        plan_offered([OfferedTool("c", "", {"type": 5}, "x")], "auto", False, 4)
