@@ -20,10 +20,16 @@ from app.core.generation import ArgumentsOut, CallOut, ChoiceEnd, ChosenToken, E
 from app.core.plan import ChoicePlan, GenerationPlan, ModelContext
 from app.core.run import GenerationRun, new_id, now
 from app.core.sampling import Sampling, check_stops, completion_budget, engine_params, unsupported
-from app.core.schema import SchemaError, check_enforceable, check_valid
+from app.core.schema import SchemaError, check_enforceable
 from app.core.sse import Frame, line_safe
-from app.core.tools import FunctionTool as CoreTool
-from app.core.tools import ToolPlan, no_parameters, plan_tools, render_calls, render_result
+from app.core.tools import (
+    OfferedTool,
+    ToolMode,
+    ToolPlan,
+    plan_offered,
+    render_calls,
+    render_result,
+)
 from app.errors import ApiError
 from app.protocol.openai_common import as_list
 from app.protocol.openai_responses import (
@@ -277,7 +283,7 @@ def tool_plan(
                 param="tool_choice",
             )
         return None, namespaces
-    mode: Literal["auto", "required", "named"] = "auto"
+    mode: ToolMode = "auto"
     named: str | None = None
     if choice == "required":
         mode = "required"
@@ -309,18 +315,12 @@ def tool_plan(
             raise ApiError(
                 400, "tool_choice.tools allows no function tool.", param="tool_choice.tools"
             )
-    planned = []
-    for name, tool, path in functions:
-        parameters = tool.parameters
-        if parameters is None:
-            parameters = no_parameters()
-        elif mode == "auto" or (named is not None and name != named):
-            check_valid(parameters, f"{path}.parameters")
-        else:
-            check_enforceable(parameters, f"{path}.parameters")
-        planned.append(CoreTool(name, tool.description or "", parameters))
-    plan = plan_tools(
-        planned,
+    offered = [
+        OfferedTool(name, tool.description or "", tool.parameters, f"{path}.parameters")
+        for name, tool, path in functions
+    ]
+    plan = plan_offered(
+        offered,
         mode,
         one_call=body.parallel_tool_calls is False,
         max_calls=ctx.limits.max_tool_calls,
