@@ -153,6 +153,12 @@ async def background(state: ServerState, renderer: ResponsesRenderer, store: Sto
         finally:
             renderer.run.done("cancelled")  # frees the slot if the run never started
             state.background.pop(renderer.id, None)
+            # The POST's access line was written when it answered "queued": the run's
+            # figures get a line of their own, in the same form.
+            usage = renderer.run.record.get("usage") or {}
+            logger.info(
+                "background response ended:%s", "".join(f" {k}={v}" for k, v in usage.items())
+            )
 
     state.background[renderer.id] = asyncio.create_task(run(), name=f"background {renderer.id}")
     return JSONResponse(queued.model_dump(mode="json"))
