@@ -122,6 +122,7 @@ def validate(body: CreateResponse, ctx: ModelContext, history: list[InputItem]) 
     budget = completion_budget(ctx, len(prompt.ids), body.max_output_tokens, "input")
     tools = prompt.tools
     forced = tools is not None and tools.forced
+    schema_param = "tools" if forced else "text.format"
     logprobs = LOGPROBS_INCLUDE in (body.include or [])
     sampling = Sampling(
         temperature=body.temperature,
@@ -137,7 +138,7 @@ def validate(body: CreateResponse, ctx: ModelContext, history: list[InputItem]) 
         budget,
         logprobs=logprobs,
         json_schema=tools.grammar if tools is not None and forced else schema,
-        schema_param="tools" if forced else "text.format",
+        schema_param=schema_param,
     )
     plan = GenerationPlan(
         choices=[ChoicePlan(prompt.ids, p) for p in params],
@@ -145,7 +146,7 @@ def validate(body: CreateResponse, ctx: ModelContext, history: list[InputItem]) 
         stops=check_stops(ctx, as_list(body.stop)),
         tools=tools,
         logprobs=logprobs,
-        schema_param="tools" if forced else "text.format",
+        schema_param=schema_param,
     )
     return ResponsePlan(plan, prompt)
 

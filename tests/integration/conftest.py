@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -129,6 +130,21 @@ def js_sdk() -> Path:
             timeout=300,
         )
     return Path(node)
+
+
+def run_js(node: Path, script: str, server: Server) -> dict[str, Any]:
+    """Runs a client script of tests/js against `server`; its last line is what it saw, as
+    JSON."""
+    result = subprocess.run(
+        [str(node), str(JS / script), server.url, server.model],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return out
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,6 @@ on the tiny Phi-3 model, whose greedy answer to any chat prompt is TINY_REPLY fo
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from app.chat_format import Turn
 from app.core.tools import render_calls
 from app.modelstore.tiny_phi3 import TINY_REPLY
 from app.textmodel import TextModel
-from tests.integration.conftest import JS, Server, start_server, stop_server
+from tests.integration.conftest import Server, run_js, start_server, stop_server
 
 SYSTEM = "You are a helpful AI assistant."
 MESSAGES: list[Any] = [{"role": "user", "content": "can you introduce yourself?"}]
@@ -302,15 +301,7 @@ def test_a_claude_code_request_over_raw_http(tiny_server: Server) -> None:
 
 
 def test_the_javascript_sdk(js_sdk: Path, tiny_server: Server) -> None:
-    result = subprocess.run(
-        [str(js_sdk), str(JS / "anthropic.mjs"), tiny_server.url, tiny_server.model],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = run_js(js_sdk, "anthropic.mjs", tiny_server)
     assert (out["text"], out["stop_reason"]) == (TINY_REPLY, "end_turn")
     assert out["id"].startswith("msg_")
     assert out["usage"]["output_tokens"] == REPLY_TOKENS

@@ -4,29 +4,14 @@ the tiny Phi-3 model: text, streams, the stream helper's tool-call events, typed
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
-from typing import Any
 
 from app.modelstore.tiny_phi3 import TINY_REPLY
-from tests.integration.conftest import JS, Server
-
-
-def run(node: Path, server: Server) -> dict[str, Any]:
-    result = subprocess.run(
-        [str(node), str(JS / "sdk.mjs"), server.url, server.model],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    out: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    return out
+from tests.integration.conftest import Server, run_js
 
 
 def test_the_javascript_sdk(js_sdk: Path, tiny_server: Server) -> None:
-    out = run(js_sdk, tiny_server)
+    out = run_js(js_sdk, "sdk.mjs", tiny_server)
     assert (out["text"], out["finish"]) == (TINY_REPLY, "stop")
     assert out["streamed"] == TINY_REPLY
     assert out["streamed_usage"]["completion_tokens"] == 29

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 from pydantic import BaseModel
 
 from app.modelstore.tiny_phi3 import TINY_REPLY
-from tests.integration.conftest import JS, Server, start_server, stop_server
+from tests.integration.conftest import Server, run_js, start_server, stop_server
 
 QUESTION = "can you introduce yourself?"
 UNIT_TOOL = {
@@ -392,15 +391,7 @@ def test_the_agents_sdk_runs_a_tool_on_its_default_model(tiny_server: Server) ->
 
 
 def test_the_javascript_sdk(js_sdk: Path, tiny_server: Server) -> None:
-    result = subprocess.run(
-        [str(js_sdk), str(JS / "responses.mjs"), tiny_server.url, tiny_server.model],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = run_js(js_sdk, "responses.mjs", tiny_server)
     assert out["text"] == TINY_REPLY and out["status"] == "completed"
     assert out["streamed"] == TINY_REPLY and out["final"] == TINY_REPLY
     assert out["last_event"] == "response.completed"
