@@ -38,6 +38,27 @@ def require(ctx: ModelContext, capability: str, param: str, what: str) -> None:
 Overflow = Callable[[int, int, int | None], ApiError]
 
 
+def check_top_logprobs(top_logprobs: int | None) -> None:
+    if top_logprobs:
+        raise ApiError(
+            400,
+            "top_logprobs > 0 is not supported: the engine reports the chosen token's "
+            "log-probability but not the alternatives. Use top_logprobs 0.",
+            param="top_logprobs",
+            code="unsupported_parameter",
+        )
+
+
+def check_message_count(ctx: ModelContext, count: int, param: str, what: str) -> None:
+    if count > ctx.limits.max_messages:
+        raise ApiError(
+            400,
+            f"At most {ctx.limits.max_messages} {what} are allowed.",
+            param=param,
+            code="too_many_messages",
+        )
+
+
 def completion_budget(
     ctx: ModelContext,
     prompt_tokens: int,

@@ -18,7 +18,13 @@ from app.chat_format import PromptError, Turn
 from app.core.generation import ArgumentsOut, CallOut, ChoiceEnd, Event, TextOut
 from app.core.plan import ChoicePlan, GenerationPlan, ModelContext
 from app.core.run import GenerationRun
-from app.core.sampling import Sampling, check_stops, completion_budget, engine_params
+from app.core.sampling import (
+    Sampling,
+    check_message_count,
+    check_stops,
+    completion_budget,
+    engine_params,
+)
 from app.core.schema import SchemaError, check_enforceable
 from app.core.sse import Frame, TextFrames, data_frame
 from app.core.tools import (
@@ -111,13 +117,7 @@ class Prompt:
 
 
 def build_prompt(body: PromptRequest, ctx: ModelContext) -> Prompt:
-    if len(body.messages) > ctx.limits.max_messages:
-        raise ApiError(
-            400,
-            f"At most {ctx.limits.max_messages} messages are allowed.",
-            param="messages",
-            code="too_many_messages",
-        )
+    check_message_count(ctx, len(body.messages), "messages", "messages")
     try:
         tools = tool_plan(body, ctx)
         if tools is not None and tools.forced:

@@ -14,7 +14,12 @@ from app.chat_format import PromptError, Turn, with_system_text
 from app.core.generation import ArgumentsOut, CallOut, ChoiceEnd, ChosenToken, Event, TextOut
 from app.core.plan import ChoicePlan, GenerationPlan, ModelContext
 from app.core.run import GenerationRun
-from app.core.sampling import check_stops, completion_budget
+from app.core.sampling import (
+    check_message_count,
+    check_stops,
+    check_top_logprobs,
+    completion_budget,
+)
 from app.core.schema import SchemaError, check_enforceable
 from app.core.sse import Frame, TextFrames, data_frame
 from app.core.tools import (
@@ -63,21 +68,8 @@ ANY_OBJECT: dict[str, Any] = {"type": "object"}
 
 def validate(body: ChatCompletionRequest, ctx: ModelContext) -> GenerationPlan:
     """The request as a plan, or a 400 naming what is wrong. Pure: no HTTP, no engine."""
-    if body.top_logprobs:
-        raise ApiError(
-            400,
-            "top_logprobs > 0 is not supported: the engine reports the chosen token's "
-            "log-probability but not the alternatives. Use top_logprobs 0.",
-            param="top_logprobs",
-            code="unsupported_parameter",
-        )
-    if len(body.messages) > ctx.limits.max_messages:
-        raise ApiError(
-            400,
-            f"At most {ctx.limits.max_messages} messages are allowed.",
-            param="messages",
-            code="too_many_messages",
-        )
+    check_top_logprobs(body.top_logprobs)
+    check_message_count(ctx, len(body.messages), "messages", "messages")
     try:
         tools = tool_plan(body.tools, body.tool_choice, body.parallel_tool_calls, ctx)
         schema = tools.grammar if tools and tools.forced else response_format_schema(body)

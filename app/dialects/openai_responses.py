@@ -19,7 +19,15 @@ from app.chat_format import PromptError, Turn, with_system_text
 from app.core.generation import ArgumentsOut, CallOut, ChoiceEnd, ChosenToken, Event, TextOut
 from app.core.plan import ChoicePlan, GenerationPlan, ModelContext
 from app.core.run import GenerationRun, new_id, now
-from app.core.sampling import Sampling, check_stops, completion_budget, engine_params, unsupported
+from app.core.sampling import (
+    Sampling,
+    check_message_count,
+    check_stops,
+    check_top_logprobs,
+    completion_budget,
+    engine_params,
+    unsupported,
+)
 from app.core.schema import SchemaError, check_enforceable
 from app.core.sse import Frame, line_safe
 from app.core.tools import (
@@ -93,14 +101,7 @@ class ResponsePlan:
 def validate(body: CreateResponse, ctx: ModelContext, history: list[InputItem]) -> ResponsePlan:
     """The request and the conversation it continues (`history`, from the store) as a
     plan, or a 400 naming what is wrong. Pure: no HTTP, no store, no engine."""
-    if body.top_logprobs:
-        raise ApiError(
-            400,
-            "top_logprobs > 0 is not supported: the engine reports the chosen token's "
-            "log-probability but not the alternatives. Use top_logprobs 0.",
-            param="top_logprobs",
-            code="unsupported_parameter",
-        )
+    check_top_logprobs(body.top_logprobs)
     if body.prompt is not None:
         raise unsupported("prompt", "Stored prompt templates (prompt)")
     if body.background and body.stream:
@@ -162,13 +163,7 @@ def encode(
     new_items = body.items()
     if not history and not new_items:
         raise ApiError(400, "Missing required parameter: 'input'.", param="input")
-    if len(new_items) > ctx.limits.max_messages:
-        raise ApiError(
-            400,
-            f"At most {ctx.limits.max_messages} input items are allowed.",
-            param="input",
-            code="too_many_messages",
-        )
+    check_message_count(ctx, len(new_items), "input", "input items")
     for index, item in enumerate(new_items):
         _check_item(item, f"input[{index}]")
     try:
