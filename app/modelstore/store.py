@@ -9,6 +9,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 logger = logging.getLogger(__name__)
 
@@ -16,6 +17,9 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 PREFERRED_MODEL = "phi3-instruct"
 VARIANT = "int4"
 MANIFEST = "ovchat-manifest.json"
+
+# What a model is for: generation (chat and completions) or embedding (/v1/embeddings).
+Kind = Literal["generation", "embedding"]
 
 # What optimum-cli writes for a text-generation-with-past export that both backends need:
 # the IR pair, the OpenVINO tokenizer pair (genai) and the HF tokenizer/config (optimum).
@@ -27,6 +31,15 @@ REQUIRED_FILES = (
     "config.json",
     "tokenizer_config.json",
 )
+# A feature-extraction export of a sentence-transformers model: the IR pair, the HF
+# tokenizer the server counts and checks lengths with, and the pooling modules.
+EMBEDDING_FILES = (
+    "openvino_model.xml",
+    "openvino_model.bin",
+    "config.json",
+    "tokenizer_config.json",
+    "modules.json",
+)
 
 
 class ModelNotFoundError(RuntimeError):
@@ -37,8 +50,15 @@ def model_dir(store: Path, name: str) -> Path:
     return store / name / VARIANT
 
 
+def kind_of(folder: Path) -> Kind:
+    """sentence-transformers' modules.json (pooling, normalization) marks an embedding
+    model; everything else is served as a causal LM."""
+    return "embedding" if (folder / "modules.json").is_file() else "generation"
+
+
 def missing_files(folder: Path) -> list[str]:
-    return [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    required = EMBEDDING_FILES if kind_of(folder) == "embedding" else REQUIRED_FILES
+    return [name for name in required if not (folder / name).is_file()]
 
 
 def _fingerprint(folder: Path) -> dict[str, int]:
@@ -88,6 +108,25 @@ class ResolvedModel:
     name: str
     path: Path
     reason: str
+
+    @property
+    def kind(self) -> Kind:
+        return kind_of(self.path)
+
+
+def discover(store: Path) -> list[ResolvedModel]:
+    """Every complete model in the store, by name; incomplete folders are skipped (with a
+    warning), so one broken build does not keep the others from being served."""
+    found = []
+    for entry in sorted(p for p in store.iterdir() if p.is_dir()) if store.is_dir() else []:
+        folder = model_dir(store, entry.name)
+        if not folder.is_dir():
+            continue
+        if is_complete(folder):
+            found.append(ResolvedModel(entry.name, folder, f"found in {store}"))
+        else:
+            logger.warning("Skipping %s: the folder is incomplete (rebuild it)", folder)
+    return found
 
 
 def resolve(setting: str | None, store: Path) -> ResolvedModel:

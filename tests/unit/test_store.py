@@ -64,3 +64,28 @@ def test_unknown_or_broken_model_is_refused(tmp_path: Path) -> None:
     (store.model_dir(tmp_path, "broken") / "config.json").unlink()
     with pytest.raises(store.ModelNotFoundError, match="incomplete"):
         store.resolve("broken", tmp_path)
+
+
+def test_embedding_export_is_its_own_kind(tmp_path: Path) -> None:
+    folder = tmp_path / "emb" / "int4"
+    folder.mkdir(parents=True)
+    for name in store.EMBEDDING_FILES:
+        (folder / name).write_text(name)
+    assert store.kind_of(folder) == "embedding" and store.is_complete(folder)
+    (folder / "tokenizer_config.json").unlink()
+    assert store.missing_files(folder) == ["tokenizer_config.json"]
+    assert store.kind_of(fake_export(tmp_path / "gen" / "int4")) == "generation"
+
+
+def test_discover_lists_complete_models_and_skips_broken(tmp_path: Path) -> None:
+    store.write_manifest(fake_export(store.model_dir(tmp_path, "b-model")), {})
+    fake_export(store.model_dir(tmp_path, "a-model"))  # no manifest: someone else's export
+    fake_export(store.model_dir(tmp_path, "broken"))
+    (store.model_dir(tmp_path, "broken") / "config.json").unlink()
+    (tmp_path / "not-a-model").mkdir()
+    found = store.discover(tmp_path)
+    assert [(m.name, m.path) for m in found] == [
+        ("a-model", store.model_dir(tmp_path, "a-model")),
+        ("b-model", store.model_dir(tmp_path, "b-model")),
+    ]
+    assert store.discover(tmp_path / "absent") == []
