@@ -3,6 +3,8 @@ may wait; anything beyond is answered 429 at once rather than queued without bou
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from app.errors import ApiError
 
 RETRY_AFTER_S = 1
@@ -12,12 +14,19 @@ class Ticket:
     def __init__(self, admission: Admission, sequences: int) -> None:
         self._admission = admission
         self._sequences = sequences
+        self._then: list[Callable[[], None]] = []
+
+    def on_release(self, callback: Callable[[], None]) -> None:
+        self._then.append(callback)
 
     def release(self) -> None:
         """Idempotent: both the response's end and its generator's end may call it."""
         if self._sequences:
             self._admission.in_flight -= self._sequences
             self._sequences = 0
+            for callback in self._then:
+                callback()
+            self._then.clear()
 
     async def release_async(self) -> None:
         # As a background task: a sync callable would be sent to a worker thread.

@@ -11,6 +11,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from pydantic import BeforeValidator
+
 from app import logs
 from app.settings import Settings
 
@@ -46,12 +48,18 @@ def _flag_kwargs(annotation: Any) -> dict[str, Any]:
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     for name, field in Settings.model_fields.items():
         env = f"OVCHAT_{name.upper()}"
+        kwargs = _flag_kwargs(field.annotation)
+        # A number pydantic parses from text (a duration, "5m"): the flag passes text on.
+        if kwargs.get("type") in (int, float) and any(
+            isinstance(meta, BeforeValidator) for meta in field.metadata
+        ):
+            kwargs = {"type": str}
         parser.add_argument(
             flag(name),
             dest=name,
             default=argparse.SUPPRESS,
             help=f"{field.description} [env {env}; default {Settings.default_of(name)!r}]",
-            **_flag_kwargs(field.annotation),
+            **kwargs,
         )
 
 

@@ -3,13 +3,15 @@ one process, or a test's app, never share counters."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from app.engine.base import EngineStats
+if TYPE_CHECKING:
+    from app.pool import ModelPool, ServedModel
 
 PREFIX = "ovchat"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -18,25 +20,43 @@ _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 12
 _TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1.0)
 
 
-class _EngineCollector(Collector):
-    """Gauges read at scrape time from the engine's last report."""
+class _ModelCollector(Collector):
+    """Gauges read at scrape time: each loaded model's engine report, and what is loaded."""
 
-    def __init__(self, stats: Callable[[], EngineStats]) -> None:
-        self._stats = stats
+    def __init__(self, pool: ModelPool) -> None:
+        self._pool = pool
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        stats = self._stats()
-        yield GaugeMetricFamily(
-            f"{PREFIX}_requests_running", "Sequences the engine is decoding.", stats.running
+        running = GaugeMetricFamily(
+            f"{PREFIX}_requests_running", "Sequences the engine is decoding.", labels=["model"]
         )
-        yield GaugeMetricFamily(
+        waiting = GaugeMetricFamily(
             f"{PREFIX}_requests_waiting",
             "Sequences admitted but not yet scheduled by the engine.",
-            stats.waiting,
+            labels=["model"],
         )
-        yield GaugeMetricFamily(
-            f"{PREFIX}_kv_cache_usage_ratio", "Fraction of the KV cache in use.", stats.kv_usage
+        kv = GaugeMetricFamily(
+            f"{PREFIX}_kv_cache_usage_ratio", "Fraction of the KV cache in use.", labels=["model"]
         )
+        loaded = GaugeMetricFamily(
+            f"{PREFIX}_model_loaded", "1 while the model is loaded, else 0.", labels=["model"]
+        )
+        memory = GaugeMetricFamily(
+            f"{PREFIX}_model_memory_bytes",
+            "Resident memory of a loaded model's engine process (its weights on disk when "
+            "it runs in the server's process).",
+            labels=["model"],
+        )
+        for model in self._pool.models.values():
+            loaded.add_metric([model.id], 1.0 if model.loaded is not None else 0.0)
+            if model.loaded is None:
+                continue
+            stats = model.loaded.stats()
+            running.add_metric([model.id], stats.running)
+            waiting.add_metric([model.id], stats.waiting)
+            kv.add_metric([model.id], stats.kv_usage)
+            memory.add_metric([model.id], model.footprint())
+        yield from (running, waiting, kv, loaded, memory)
 
 
 class Metrics:
@@ -44,54 +64,76 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             f"{PREFIX}_requests",
-            "HTTP requests by route and status.",
-            ["endpoint", "status"],
+            "HTTP requests by route, status and model (empty for routes of no model).",
+            ["endpoint", "status", "model"],
             registry=self.registry,
         )
         self.ttft = Histogram(
             f"{PREFIX}_time_to_first_token_seconds",
             "Time from request arrival to its first generated token.",
+            ["model"],
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.tpot = Histogram(
             f"{PREFIX}_time_per_output_token_seconds",
             "Mean time between generated tokens, per request.",
+            ["model"],
             buckets=_TOKEN_BUCKETS,
             registry=self.registry,
         )
         self.e2e = Histogram(
             f"{PREFIX}_e2e_request_latency_seconds",
             "Time from request arrival to its last token.",
+            ["model"],
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.prompt_tokens = Counter(
-            f"{PREFIX}_prompt_tokens", "Prompt tokens processed.", registry=self.registry
+            f"{PREFIX}_prompt_tokens",
+            "Prompt tokens processed (embedding inputs included).",
+            ["model"],
+            registry=self.registry,
         )
         self.generation_tokens = Counter(
-            f"{PREFIX}_generation_tokens", "Tokens generated.", registry=self.registry
+            f"{PREFIX}_generation_tokens", "Tokens generated.", ["model"], registry=self.registry
         )
         self.step = Histogram(
             f"{PREFIX}_engine_step_seconds",
             "Duration of one engine step (one pass over every running sequence).",
+            ["model"],
             buckets=_TOKEN_BUCKETS,
             registry=self.registry,
         )
+        self.loads = Counter(
+            f"{PREFIX}_model_loads",
+            "Times a model was loaded (at startup, on demand, or by the admin).",
+            ["model"],
+            registry=self.registry,
+        )
 
-    def watch_engine(self, stats: Callable[[], EngineStats]) -> None:
-        self.registry.register(_EngineCollector(stats))
+    def watch_models(self, pool: ModelPool) -> None:
+        self.registry.register(_ModelCollector(pool))
+
+    def model_changed(self, model: ServedModel) -> None:
+        if model.status == "loaded":
+            self.loads.labels(model.id).inc()
 
     def observe_generation(
-        self, prompt_tokens: int, completion_tokens: int, ttft_s: float | None, e2e_s: float
+        self,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        ttft_s: float | None,
+        e2e_s: float,
     ) -> None:
-        self.prompt_tokens.inc(prompt_tokens)
-        self.generation_tokens.inc(completion_tokens)
-        self.e2e.observe(e2e_s)
+        self.prompt_tokens.labels(model).inc(prompt_tokens)
+        self.generation_tokens.labels(model).inc(completion_tokens)
+        self.e2e.labels(model).observe(e2e_s)
         if ttft_s is not None:
-            self.ttft.observe(ttft_s)
+            self.ttft.labels(model).observe(ttft_s)
             if completion_tokens > 1:
-                self.tpot.observe((e2e_s - ttft_s) / (completion_tokens - 1))
+                self.tpot.labels(model).observe((e2e_s - ttft_s) / (completion_tokens - 1))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -11,6 +11,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -64,8 +65,9 @@ class RequestIdMiddleware:
 
 
 class AccessLogMiddleware:
-    """One line per request: id, method, path, status, duration, and for generations the
-    token counts and time to first token the route recorded. Never bodies, never keys."""
+    """One line per request: id, method, path, status, duration, the model it was routed
+    to, and for generations the token counts and time to first token the route recorded.
+    Never bodies, never keys."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -91,9 +93,11 @@ class AccessLogMiddleware:
             route = scope.get("route")
             # The route's template, never the raw path: clients cannot inflate cardinality.
             endpoint = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(endpoint, str(status or "disconnected")).inc()
+            model = state.get("model", "")
+            self.metrics.requests.labels(endpoint, str(status or "disconnected"), model).inc()
             usage = state.get("usage") or {}
-            extra = "".join(f" {key}={value}" for key, value in usage.items())
+            extra = f" model={model}" if model else ""
+            extra += "".join(f" {key}={value}" for key, value in usage.items())
             logger.info(
                 "%s %s %s %s %.1fms%s",
                 state.get("request_id", "-"),
@@ -114,21 +118,24 @@ class AuthMiddleware:
     spelled path (//v1/..., /v1/../v1, %-encoded) is never open by accident. A key comes
     as `Authorization: Bearer` (OpenAI's SDKs) or `x-api-key` (Anthropic's). The key's
     fingerprint, never the key, is left on the request for what a key owns (stored
-    responses)."""
+    responses). The admin paths take only an admin key (which also opens the rest), and
+    are closed when none is configured: a user key never loads or unloads models."""
 
     OPEN_PATHS = frozenset({"/", "/health", "/health/live", "/metrics", "/favicon.ico"})
     OPEN_PREFIXES = ("/static/",)
+    ADMIN_PATHS = frozenset({"/models/load", "/models/unload"})
 
-    def __init__(self, app: ASGIApp, keys: list[str]) -> None:
+    def __init__(self, app: ASGIApp, keys: list[str], admin_keys: Sequence[str] = ()) -> None:
         self.app = app
         self.keys = [key.encode() for key in keys]
+        self.admin_keys = [key.encode() for key in admin_keys]
 
     def _open(self, path: str) -> bool:
         if path in self.OPEN_PATHS:
             return True
         return path.startswith(self.OPEN_PREFIXES) and ".." not in path and "//" not in path
 
-    def _authorized(self, scope: Scope) -> bool:
+    def _authorized(self, scope: Scope, keys: list[bytes]) -> bool:
         headers = dict(scope.get("headers", []))
         scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
         token = token.strip() if scheme.lower() == b"bearer" else b""
@@ -136,19 +143,28 @@ class AuthMiddleware:
         if not token:
             return False
         # Compare against every key, without an early exit, in constant time each.
-        matches = [hmac.compare_digest(token, key) for key in self.keys]
+        matches = [hmac.compare_digest(token, key) for key in keys]
         if not any(matches):
             return False
         _state(scope)["api_key_id"] = key_fingerprint(token)
         return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or scope.get("method") == "OPTIONS":
+            # A CORS preflight carries no credentials.
+            await self.app(scope, receive, send)
+            return
+        if path in self.ADMIN_PATHS:
+            if self.admin_keys and self._authorized(scope, self.admin_keys):
+                await self.app(scope, receive, send)
+                return
+            await send_error(scope, send, self._admin_refusal())
+            return
         if (
-            scope["type"] != "http"
-            or not self.keys
-            or scope.get("method") == "OPTIONS"  # CORS preflight carries no credentials
-            or self._open(scope.get("path", ""))
-            or self._authorized(scope)
+            not self.keys
+            or self._open(path)
+            or self._authorized(scope, self.keys + self.admin_keys)
         ):
             await self.app(scope, receive, send)
             return
@@ -163,6 +179,23 @@ class AuthMiddleware:
                 code="invalid_api_key",
                 headers={"WWW-Authenticate": "Bearer"},
             ),
+        )
+
+    def _admin_refusal(self) -> ApiError:
+        if not self.admin_keys:
+            return ApiError(
+                403,
+                "The admin endpoints are disabled: start the server with --admin-key.",
+                type="permission_error",
+                code="admin_disabled",
+            )
+        return ApiError(
+            401,
+            "This endpoint needs an admin key (--admin-key), sent as 'Authorization: Bearer "
+            "<key>' or 'x-api-key: <key>'.",
+            type="invalid_request_error",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
         )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from app.state import ServerState
+from app.state import GenerationModel, ServerState
 
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 _OPENAI_STREAM = "With stream true: `data: <chunk JSON>` events, then `data: [DONE]`."
@@ -63,6 +63,7 @@ def build(app: FastAPI) -> dict[str, Any]:
 
 def _state_limits(components: dict[str, Any], state: ServerState) -> None:
     settings = state.settings
+    ids = [m.id for m in state.models.models.values() if m.kind == "generation"]
     for name in (
         "ChatCompletionRequest",
         "CompletionRequest",
@@ -71,7 +72,7 @@ def _state_limits(components: dict[str, Any], state: ServerState) -> None:
     ):
         properties = components.get(name, {}).get("properties", {})
         if "model" in properties:
-            properties["model"] = {"type": "string", "enum": [state.model_id], "title": "Model"}
+            properties["model"] = {"type": "string", "enum": ids, "title": "Model"}
         if "n" in properties:
             properties["n"] = {
                 "anyOf": [
@@ -95,11 +96,12 @@ def _state_limits(components: dict[str, Any], state: ServerState) -> None:
     if messages is not None:
         messages["maxItems"] = settings.max_messages
     tokens = components.get("DetokenizeRequest", {}).get("properties", {}).get("tokens")
-    if tokens is not None:
+    default = state.models.get(state.models.default_id).loaded
+    if tokens is not None and isinstance(default, GenerationModel):
         tokens["items"] = {
             "type": "integer",
             "minimum": 0,
-            "maximum": state.text.vocab_size - 1,
+            "maximum": default.text.vocab_size - 1,
         }
 
 

@@ -17,6 +17,7 @@ from app import __version__, errors, openapi
 from app.admission import Admission
 from app.api import chat, completions, health, messages, models, page, responses, tokenize
 from app.api import metrics as metrics_api
+from app.core.plan import Limits, ModelContext
 from app.core.run import now
 from app.engine.base import Engine
 from app.engine.registry import build_engine
@@ -28,8 +29,9 @@ from app.middleware import (
     RequestIdMiddleware,
 )
 from app.modelstore import store
+from app.pool import Loader, ModelPool
 from app.settings import Settings
-from app.state import ServerState
+from app.state import GenerationModel, ServerState
 from app.storage.responses import open_store
 from app.textmodel import TextModel
 
@@ -46,39 +48,94 @@ def _fingerprint(model: store.ResolvedModel, engine: str) -> str:
     return "fp_" + hashlib.sha256(seed).hexdigest()[:12]
 
 
-def create_app(settings: Settings, engine_factory: EngineFactory = build_engine) -> FastAPI:
-    """Configuration mistakes (no such model, absent device) raise here, before the server
-    binds; the model itself is loaded in the lifespan, once."""
-    model = store.resolve(settings.model, settings.model_store)
-    logger.info("Serving %s from %s (%s)", model.name, model.path, model.reason)
-    engine = engine_factory(settings, model)
-    metrics = Metrics()
-    metrics.watch_engine(engine.stats)
-    engine.on_step(metrics.step.observe)
+def _context(settings: Settings, text: TextModel, engine: Engine) -> ModelContext:
+    return ModelContext(
+        text=text,
+        engine_name=engine.name,
+        capabilities=engine.capabilities,
+        limits=Limits(
+            max_n=settings.max_n,
+            max_stop_sequences=settings.max_stop_sequences,
+            max_messages=settings.max_messages,
+            max_tool_calls=settings.max_tool_calls,
+        ),
+    )
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+
+def _generation_loader(
+    settings: Settings,
+    models: list[store.ResolvedModel],
+    engine_factory: EngineFactory,
+    metrics: Metrics,
+) -> Loader:
+    """Every generation model's engine is built (and so checked: settings it cannot
+    honour, an absent device) before the server binds; each load after an unload builds
+    a new one."""
+    prepared = {m.path: engine_factory(settings, m) for m in models if m.kind == "generation"}
+
+    async def load(model: store.ResolvedModel, served_id: str) -> GenerationModel:
+        engine = prepared.pop(model.path, None) or engine_factory(settings, model)
+        step = metrics.step.labels(served_id)
+        engine.on_step(step.observe)
         # An engine with a process of its own loads the model there while this process
         # reads the tokenizer. An in-process engine has loaded in start(): a tokenizer
         # that needs transformers must not import it from a second thread meanwhile.
         await engine.start()
-        text = await asyncio.to_thread(TextModel.load, model.path)
-        await engine.wait_ready()
+        try:
+            text = await asyncio.to_thread(TextModel.load, model.path)
+            await engine.wait_ready()
+        except BaseException:
+            await engine.close()
+            raise
+        return GenerationModel(
+            id=served_id,
+            engine=engine,
+            text=text,
+            admission=Admission(settings.max_num_seqs, settings.max_queue),
+            context=_context(settings, text, engine),
+            system_fingerprint=_fingerprint(model, engine.name),
+        )
+
+    return load
+
+
+def create_app(settings: Settings, engine_factory: EngineFactory = build_engine) -> FastAPI:
+    """Configuration mistakes (no such model, absent device) raise here, before the server
+    binds; the models themselves are loaded in the lifespan, or on demand."""
+    sources = store.resolve_all(settings.model, settings.model_store, settings.all_models)
+    for source in sources:
+        logger.info(
+            "Serving %s (%s) from %s (%s)", source.name, source.kind, source.path, source.reason
+        )
+    metrics = Metrics()
+    loaders: dict[store.Kind, Loader] = {
+        "generation": _generation_loader(settings, sources, engine_factory, metrics)
+    }
+    pool = ModelPool(settings, sources, loaders, on_change=metrics.model_changed)
+    metrics.watch_models(pool)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         response_store = open_store(
             settings.state_dir, settings.responses_max_stored, settings.responses_max_age_s
         )
+        try:
+            await pool.start()
+        except BaseException:
+            await pool.close()
+            await response_store.close()
+            raise
         app.state.ovchat = state = ServerState(
             settings=settings,
-            model_id=settings.served_model_name or model.name,
-            engine=engine,
-            text=text,
+            models=pool,
             created=now(),
-            system_fingerprint=_fingerprint(model, engine.name),
-            admission=Admission(settings.max_num_seqs, settings.max_queue),
             metrics=metrics,
             responses=response_store,
         )
-        logger.info("Ready: model %s on the %s engine", state.model_id, engine.name)
+        loaded = [m.id for m in pool.models.values() if m.status == "loaded"]
+        logger.info(
+            "Ready: serving %s (loaded: %s)", ", ".join(pool.models), ", ".join(loaded) or "none"
+        )
         try:
             yield
         finally:
@@ -88,7 +145,7 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
             await asyncio.gather(*state.background.values(), return_exceptions=True)
             app.state.ovchat = None
             await response_store.close()
-            await engine.close()
+            await pool.close()
 
     app = FastAPI(
         title="ovchat",
@@ -113,7 +170,11 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
     app.add_middleware(
         LimitsMiddleware, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
     )
-    app.add_middleware(AuthMiddleware, keys=settings.api_keys())
+    app.add_middleware(
+        AuthMiddleware,
+        keys=settings.api_keys(),
+        admin_keys=[key.get_secret_value() for key in settings.admin_key],
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -162,11 +223,10 @@ class _DrainingServer:
         class Server(uvicorn.Server):
             def handle_exit(self, sig: int, frame: object) -> None:
                 state: ServerState | None = getattr(app_ref.state, "ovchat", None)
-                if state is not None and not state.admission.draining:
-                    state.admission.draining = True
+                if state is not None and not state.models.draining:
                     logger.info(
                         "Shutting down: draining %d in-flight sequences (at most %.0f s)",
-                        state.admission.in_flight,
+                        state.models.drain(),
                         settings.shutdown_timeout_s,
                     )
                 super().handle_exit(sig, frame)  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ set them; CLI flags, generated from these fields, only override."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -18,6 +19,29 @@ def _comma_list(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object) -> object:
+    """Seconds as a number, or Ollama's duration strings ("30s", "5m", "1h30m", "-1"): the
+    same spelling for the --keep-alive flag and a request's keep_alive."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip().lower()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    sign = -1.0 if text.startswith("-") else 1.0
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", text.lstrip("-"))
+    if not parts or "".join(n + u for n, u in parts) != text.lstrip("-"):
+        raise ValueError(f"not a duration: {value!r} (seconds, or e.g. 30s, 5m, 1h)")
+    return sign * sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 def _state_home() -> Path:
@@ -55,23 +79,66 @@ class Settings(BaseSettings):
     api_key_file: Path | None = Field(
         None, description="File with one API key per line, added to api_key."
     )
+    admin_key: SecretList = Field(
+        default_factory=list,
+        description="Keys of the admin endpoints (/models/load, /models/unload), distinct "
+        "from api_key; none set disables them.",
+    )
     cors_origins: CommaList = Field(
         default_factory=list, description="Origins allowed by CORS; empty turns CORS off."
     )
 
-    # Model
-    model: str | None = Field(
-        None,
+    # Models
+    model: CommaList = Field(
+        default_factory=list,
         description=(
-            "Folder of an OpenVINO export, or a model name in the model store. Default: "
-            "phi3-instruct when exported there, else the embedded default model."
+            "Folder of an OpenVINO export, or a model name in the model store; repeat the "
+            "flag to serve several. Default: phi3-instruct when exported there, else the "
+            "embedded default model, and beside it the default embedding model when built."
         ),
+    )
+    all_models: bool = Field(
+        False,
+        description="Serve every complete model in the model store (beside any --model).",
     )
     model_store: Path = Field(
         REPO_ROOT / "model_store", description="Folder holding built and exported models."
     )
     served_model_name: str | None = Field(
-        None, description="Model id clients use and /v1/models lists (default: its name)."
+        None,
+        description="Model id clients use and /v1/models lists (default: its name); only "
+        "when one model is served.",
+    )
+    preload: Literal["all", "first", "none"] = Field(
+        "all",
+        description="Models loaded at startup: all, the first only, or none; the others "
+        "load on their first request. Never more than max_loaded_models and the memory "
+        "budget allow.",
+    )
+    max_loaded_models: int = Field(
+        0,
+        ge=0,
+        description="Most models loaded at once (0: no cap); loading one more unloads the "
+        "least recently used idle model.",
+    )
+    models_memory_gb: float = Field(
+        0.0,
+        ge=0,
+        description="Memory budget of the loaded models in GiB (0: none): each engine "
+        "process's resident memory once loaded, its weights on disk before. Loading past it "
+        "unloads least recently used idle models.",
+    )
+    keep_alive: Duration = Field(
+        -1.0,
+        description="Unload a model idle this long (seconds, or 30s, 5m, 1h; negative: "
+        "never; 0: right after each request). A request's `keep_alive` overrides it for its "
+        "model, as Ollama's does.",
+    )
+    load_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="How long a request waits for its model to load before a 503 with "
+        "Retry-After (the load goes on).",
     )
 
     # Engine

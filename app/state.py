@@ -1,28 +1,72 @@
-"""What a running server holds: one engine and one model, created in the lifespan and
-reached by routes through dependencies, never through module globals."""
+"""What a running server holds: its models (each loaded into an engine of its own, on
+demand), its metrics and its response store, created in the lifespan and reached by
+routes through dependencies, never through module globals."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
 
+import psutil
+
 from app.admission import Admission
-from app.engine.base import Engine
+from app.core.plan import ModelContext
+from app.engine.base import Engine, EngineStats
 from app.metrics import Metrics
+from app.pool import ModelPool
 from app.settings import Settings
 from app.storage.responses import ResponseStore
 from app.textmodel import TextModel
 
 
+def process_memory(pid: int | None) -> int | None:
+    if pid is None:
+        return None
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:
+        return None
+
+
+@dataclass
+class GenerationModel:
+    """A chat/completions model, loaded: its engine, its tokenizer, its own admission."""
+
+    id: str
+    engine: Engine
+    text: TextModel
+    admission: Admission
+    context: ModelContext
+    system_fingerprint: str
+
+    @property
+    def engine_name(self) -> str:
+        return self.engine.name
+
+    def in_flight(self) -> int:
+        return self.admission.in_flight
+
+    def is_ready(self) -> bool:
+        return self.engine.is_ready()
+
+    def stats(self) -> EngineStats:
+        return self.engine.stats()
+
+    def memory_bytes(self) -> int | None:
+        return process_memory(self.engine.pid())
+
+    def drain(self) -> None:
+        self.admission.draining = True
+
+    async def close(self) -> None:
+        await self.engine.close()
+
+
 @dataclass
 class ServerState:
     settings: Settings
-    model_id: str
-    engine: Engine
-    text: TextModel
+    models: ModelPool
     created: int
-    system_fingerprint: str
-    admission: Admission
     metrics: Metrics
     responses: ResponseStore  # stored Responses API responses
     background: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # by response id

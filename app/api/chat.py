@@ -7,15 +7,7 @@ import logging
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from app.api.common import (
-    ERROR_RESPONSES,
-    State,
-    admit,
-    engine_ready,
-    model_context,
-    respond,
-    served_model,
-)
+from app.api.common import ERROR_RESPONSES, State, admit, generation_model, respond
 from app.dialects import openai_chat
 from app.protocol.openai_chat import ChatCompletion, ChatCompletionRequest
 
@@ -25,10 +17,10 @@ router = APIRouter()
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion, responses=ERROR_RESPONSES)
 async def chat_completions(body: ChatCompletionRequest, request: Request, state: State) -> Response:
-    served_model(state, body.model)
-    engine_ready(state)
     if body.model_extra:
         logger.debug("Ignoring unknown request fields: %s", sorted(body.model_extra))
-    plan = openai_chat.validate(body, model_context(state))
-    run = await admit(state, plan, request, "chatcmpl-")
-    return await respond(request, run, openai_chat.ChatRenderer(run, body), bool(body.stream))
+    async with generation_model(state, request, body.model, body.keep_alive) as serving:
+        plan = openai_chat.validate(body, serving.model.context)
+        run = await admit(state, serving, plan, request, "chatcmpl-")
+        renderer = openai_chat.ChatRenderer(run, body)
+        return await respond(request, run, renderer, bool(body.stream))

@@ -1,11 +1,13 @@
-"""What every route shares: the server state as a dependency, the served-model and
-engine-ready checks, the error responses they document, and how an admitted run is
+"""What every route shares: the server state as a dependency, routing a request to its
+model (loaded on demand), the error responses they document, and how an admitted run is
 answered (one JSON body, or a stream)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
@@ -15,12 +17,13 @@ from starlette.background import BackgroundTask
 
 from app.api.disconnect import until_disconnect
 from app.core import sse
-from app.core.plan import GenerationPlan, Limits, ModelContext
+from app.core.plan import GenerationPlan
 from app.core.run import GenerationRun, timeout_error
-from app.engine.base import RequestRejected
+from app.engine.base import Engine, RequestRejected
 from app.errors import ApiError
+from app.pool import Lease
 from app.protocol.openai_common import ErrorResponse
-from app.state import ServerState
+from app.state import GenerationModel, ServerState
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 429, 500, 503)
@@ -37,39 +40,32 @@ async def server_state(request: Request) -> ServerState:
 State = Annotated[ServerState, Depends(server_state)]
 
 
-def served_model(state: ServerState, requested: str) -> None:
-    if requested != state.model_id:
-        raise ApiError(
-            404,
-            f"The model '{requested}' does not exist; this server serves '{state.model_id}'.",
-            param="model",
-            code="model_not_found",
-        )
+@dataclass(frozen=True)
+class Serving:
+    """The model a request was routed to, loaded, and the request's hold on it."""
+
+    model: GenerationModel
+    lease: Lease
 
 
-def engine_ready(state: ServerState) -> None:
-    if not state.engine.is_ready():
-        raise ApiError(
-            503,
-            "The inference engine is restarting; retry shortly.",
-            code="engine_unavailable",
-            headers={"Retry-After": "2"},
-        )
-
-
-def model_context(state: ServerState) -> ModelContext:
-    settings = state.settings
-    return ModelContext(
-        text=state.text,
-        engine_name=state.engine.name,
-        capabilities=state.engine.capabilities,
-        limits=Limits(
-            max_n=settings.max_n,
-            max_stop_sequences=settings.max_stop_sequences,
-            max_messages=settings.max_messages,
-            max_tool_calls=settings.max_tool_calls,
-        ),
-    )
+@contextlib.asynccontextmanager
+async def generation_model(
+    state: ServerState, request: Request, name: str | None, keep_alive_s: float | None = None
+) -> AsyncIterator[Serving]:
+    """The generation model `name` (the first served when None), loaded on demand (503 with
+    Retry-After past the load timeout), its engine up; unknown names are a 404."""
+    name = name if name is not None else state.models.default_id
+    record(request)["model"] = name
+    async with state.models.use(name, "generation", keep_alive_s) as (loaded, lease):
+        assert isinstance(loaded, GenerationModel)
+        if not loaded.engine.is_ready():
+            raise ApiError(
+                503,
+                "The inference engine is restarting; retry shortly.",
+                code="engine_unavailable",
+                headers={"Retry-After": "2"},
+            )
+        yield Serving(loaded, lease)
 
 
 def record(request: Request) -> dict[str, Any]:
@@ -85,16 +81,18 @@ class DialectRenderer(sse.Renderer, Protocol):
 
 
 async def admit(
-    state: ServerState, plan: GenerationPlan, request: Request, id_prefix: str
+    state: ServerState, serving: Serving, plan: GenerationPlan, request: Request, id_prefix: str
 ) -> GenerationRun:
-    """The plan admitted (429 or 503 when it cannot be), then what only the engine can
-    judge (a grammar that must compile) checked before any of it reaches the engine. The
-    check holds the request's admission slot, so checks are bounded as requests are, and
-    the request's time limit applies to it."""
-    run = GenerationRun(state, plan, record(request), id_prefix)
+    """The plan admitted by its model (429 or 503 when it cannot be), then what only the
+    engine can judge (a grammar that must compile) checked before any of it reaches the
+    engine. The check holds the request's admission slot, so checks are bounded as
+    requests are, and the request's time limit applies to it. The admission ticket holds
+    the model from here on: a stream outlives its route."""
+    run = GenerationRun(state, serving.model, plan, record(request), id_prefix)
+    serving.lease.keep_until(run.ticket)
     try:
         async with asyncio.timeout(state.settings.request_timeout_s):
-            await _check(state, plan)
+            await _check(serving.model.engine, plan)
     except TimeoutError as exc:
         run.ticket.release()
         raise timeout_error(state.settings.request_timeout_s) from exc
@@ -104,10 +102,10 @@ async def admit(
     return run
 
 
-async def _check(state: ServerState, plan: GenerationPlan) -> None:
+async def _check(engine: Engine, plan: GenerationPlan) -> None:
     for params in {choice.params.json_schema: choice.params for choice in plan.choices}.values():
         try:
-            await state.engine.check(params)
+            await engine.check(params)
         except RequestRejected as exc:
             raise ApiError(
                 400,

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from app.api.common import State, admit, engine_ready, model_context, respond, served_model
+from app.api.common import State, admit, generation_model, respond
 from app.dialects import anthropic
 from app.protocol.anthropic import (
     AnthropicError,
@@ -31,21 +31,23 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @router.post("/v1/messages", response_model=Message, responses=ERROR_RESPONSES)
 async def create_message(body: MessageCreateRequest, request: Request, state: State) -> Response:
-    served_model(state, body.model)
-    engine_ready(state)
     if body.model_extra:
         logger.debug("Ignoring unknown request fields: %s", sorted(body.model_extra))
-    plan = anthropic.validate(body, model_context(state))
-    run = await admit(state, plan, request, "msg_")
-    renderer = anthropic.MessagesRenderer(run)
-    return await respond(request, run, renderer, bool(body.stream), ping=anthropic.ping)
+    async with generation_model(state, request, body.model) as serving:
+        plan = anthropic.validate(body, serving.model.context)
+        run = await admit(state, serving, plan, request, "msg_")
+        renderer = anthropic.MessagesRenderer(run)
+        return await respond(request, run, renderer, bool(body.stream), ping=anthropic.ping)
 
 
 @router.post(
     "/v1/messages/count_tokens", response_model=MessageTokensCount, responses=ERROR_RESPONSES
 )
-async def count_tokens(body: MessageCountTokensRequest, state: State) -> MessageTokensCount:
-    served_model(state, body.model)
+async def count_tokens(
+    body: MessageCountTokensRequest, request: Request, state: State
+) -> MessageTokensCount:
     if body.model_extra:
         logger.debug("Ignoring unknown request fields: %s", sorted(body.model_extra))
-    return MessageTokensCount(input_tokens=anthropic.count_tokens(body, model_context(state)))
+    async with generation_model(state, request, body.model) as serving:
+        count = anthropic.count_tokens(body, serving.model.context)
+    return MessageTokensCount(input_tokens=count)

@@ -15,15 +15,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.responses import Response as HttpResponse
 
-from app.api.common import (
-    ERROR_RESPONSES,
-    State,
-    admit,
-    engine_ready,
-    model_context,
-    respond,
-    served_model,
-)
+from app.api.common import ERROR_RESPONSES, State, admit, generation_model, respond
 from app.dialects import openai_responses
 from app.dialects.openai_responses import ResponsePlan, ResponsesRenderer, Store
 from app.errors import ApiError
@@ -118,20 +110,18 @@ def storer(state: ServerState, who: str | None, prepared: ResponsePlan) -> Store
     summary="Create a model response (OpenAI Responses API)",
 )
 async def create_response(body: CreateResponse, request: Request, state: State) -> HttpResponse:
-    served_model(state, body.model)
-    engine_ready(state)
     if body.model_extra:
         logger.debug("Ignoring unknown request fields: %s", sorted(body.model_extra))
     who = owner(request)
-    prepared = openai_responses.validate(
-        body, model_context(state), await history(state, body.previous_response_id, who)
-    )
-    run = await admit(state, prepared.plan, request, "resp_")
-    store = storer(state, who, prepared) if body.store is not False else None
-    renderer = ResponsesRenderer(run, body, prepared.prompt, store)
-    if body.background and store is not None:
-        return await background(state, renderer, store)
-    return await respond(request, run, renderer, bool(body.stream))
+    async with generation_model(state, request, body.model, body.keep_alive) as serving:
+        earlier = await history(state, body.previous_response_id, who)
+        prepared = openai_responses.validate(body, serving.model.context, earlier)
+        run = await admit(state, serving, prepared.plan, request, "resp_")
+        store = storer(state, who, prepared) if body.store is not False else None
+        renderer = ResponsesRenderer(run, body, prepared.prompt, store)
+        if body.background and store is not None:
+            return await background(state, renderer, store)
+        return await respond(request, run, renderer, bool(body.stream))
 
 
 async def background(state: ServerState, renderer: ResponsesRenderer, store: Store) -> HttpResponse:
@@ -240,8 +230,7 @@ async def input_items(
 
 @router.post("/v1/responses/input_tokens", response_model=InputTokens, responses=ERROR_RESPONSES)
 async def input_tokens(body: CountTokensRequest, request: Request, state: State) -> InputTokens:
-    if body.model is not None:
-        served_model(state, body.model)
     items = await history(state, body.previous_response_id, owner(request))
-    prompt = openai_responses.encode(body, model_context(state), items)
+    async with generation_model(state, request, body.model) as serving:
+        prompt = openai_responses.encode(body, serving.model.context, items)
     return InputTokens(input_tokens=len(prompt.ids))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from app.api.common import ERROR_RESPONSES, State, model_context, served_model
+from app.api.common import ERROR_RESPONSES, State, generation_model
 from app.chat_format import PromptError
+from app.core.plan import ModelContext
 from app.core.schema import SchemaError
 from app.dialects.openai_chat import to_turns, tool_plan
 from app.errors import ApiError
@@ -20,14 +21,18 @@ router = APIRouter()
 
 
 @router.post("/tokenize", response_model=TokenizeResponse, responses=ERROR_RESPONSES)
-async def tokenize(body: TokenizeRequest, state: State) -> TokenizeResponse:
-    if body.model is not None:
-        served_model(state, body.model)
+async def tokenize(body: TokenizeRequest, request: Request, state: State) -> TokenizeResponse:
+    async with generation_model(state, request, body.model) as serving:
+        return _tokenize(body, serving.model.context)
+
+
+def _tokenize(body: TokenizeRequest, context: ModelContext) -> TokenizeResponse:
+    text = context.text
     if body.messages is not None:
         try:
-            tools = tool_plan(body.tools, body.tool_choice, None, model_context(state))
+            tools = tool_plan(body.tools, body.tool_choice, None, context)
             # Encoded exactly as a chat request is, message content as text: the same ids.
-            tokens = state.text.encode_chat(
+            tokens = text.encode_chat(
                 to_turns(body.messages, tools), add_generation_prompt=body.add_generation_prompt
             )
         except SchemaError as exc:
@@ -35,17 +40,15 @@ async def tokenize(body: TokenizeRequest, state: State) -> TokenizeResponse:
         except PromptError as exc:
             raise ApiError(400, str(exc), param=exc.param) from exc
     else:
-        tokens = state.text.encode(body.prompt or "", add_special_tokens=body.add_special_tokens)
-    return TokenizeResponse(
-        tokens=tokens, count=len(tokens), max_model_len=state.text.context_length
-    )
+        tokens = text.encode(body.prompt or "", add_special_tokens=body.add_special_tokens)
+    return TokenizeResponse(tokens=tokens, count=len(tokens), max_model_len=text.context_length)
 
 
 @router.post("/detokenize", response_model=DetokenizeResponse, responses=ERROR_RESPONSES)
-async def detokenize(body: DetokenizeRequest, state: State) -> DetokenizeResponse:
-    if body.model is not None:
-        served_model(state, body.model)
-    vocab = state.text.vocab_size
+async def detokenize(body: DetokenizeRequest, request: Request, state: State) -> DetokenizeResponse:
+    async with generation_model(state, request, body.model) as serving:
+        text = serving.model.text
+    vocab = text.vocab_size
     if any(token >= vocab for token in body.tokens):
         raise ApiError(
             400,
@@ -53,4 +56,4 @@ async def detokenize(body: DetokenizeRequest, state: State) -> DetokenizeRespons
             param="tokens",
             code="invalid_value",
         )
-    return DetokenizeResponse(prompt=state.text.decode(body.tokens))
+    return DetokenizeResponse(prompt=text.decode(body.tokens))

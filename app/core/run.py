@@ -15,7 +15,7 @@ from app.core.generation import ChoiceEnd, Event, Finish, choice_events, merge
 from app.core.plan import GenerationPlan
 from app.engine.base import EngineError, RequestRejected
 from app.errors import ApiError
-from app.state import ServerState
+from app.state import GenerationModel, ServerState
 
 
 def new_id(prefix: str) -> str:
@@ -41,16 +41,22 @@ class GenerationRun:
     """Admitted on creation (429/503 when it cannot be), with one slot per choice."""
 
     def __init__(
-        self, state: ServerState, plan: GenerationPlan, record: dict[str, Any], id_prefix: str
+        self,
+        state: ServerState,
+        model: GenerationModel,
+        plan: GenerationPlan,
+        record: dict[str, Any],
+        id_prefix: str,
     ) -> None:
-        self.ticket: Ticket = state.admission.admit(len(plan.choices))
+        self.ticket: Ticket = model.admission.admit(len(plan.choices))
         self.state = state
+        self.served = model
         self.plan = plan
         self.record = record  # read by the access log middleware once the response is over
         self.id = new_id(id_prefix)
         self.created = now()
-        self.model = state.model_id
-        self.fingerprint = state.system_fingerprint
+        self.model = model.id
+        self.fingerprint = model.system_fingerprint
         self.started = time.monotonic()
         self.first_token_s: float | None = None
         self.tokens = [0] * len(plan.choices)
@@ -77,8 +83,8 @@ class GenerationRun:
         deadline = loop.time() + self.state.settings.request_timeout_s
         streams = [
             choice_events(
-                self.state.engine,
-                self.state.text,
+                self.served.engine,
+                self.served.text,
                 index,
                 choice,
                 self.plan.stops,
@@ -121,6 +127,7 @@ class GenerationRun:
             return
         self._ended = True
         self.state.metrics.observe_generation(
+            self.model,
             self.prompt_tokens,
             self.completion_tokens,
             self.first_token_s,

@@ -94,7 +94,7 @@ class CompletionRenderer(StreamEnds[CompletionRequest]):
         self.run = run
         self.body = body
         prompts = body.prompts() if body.echo else []
-        texts = [p if isinstance(p, str) else run.state.text.decode(p) for p in prompts]
+        texts = [p if isinstance(p, str) else run.served.text.decode(p) for p in prompts]
         self.echoes = [texts[c.prompt] if body.echo else "" for c in run.plan.choices]
         self.texts = list(self.echoes)
         self.logprobs: list[list[ChosenToken]] = [[] for _ in run.plan.choices]

@@ -88,6 +88,10 @@ class Engine(Protocol):
 
     def is_ready(self) -> bool: ...
 
+    def pid(self) -> int | None:
+        """The engine's own process, when it has one (its memory is the model's)."""
+        ...
+
     def running(self) -> int:
         """Requests the engine itself holds (running or queued in its scheduler)."""
         ...

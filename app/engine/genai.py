@@ -134,6 +134,10 @@ class GenaiEngine:
     def is_ready(self) -> bool:
         return self._ready and self._process is not None and self._process.is_alive()
 
+    def pid(self) -> int | None:
+        alive = self._process is not None and self._process.is_alive()
+        return int(self._process.pid) if alive else None
+
     async def close(self) -> None:
         self._closing = True
         self._ready = False

@@ -77,6 +77,9 @@ class OptimumEngine:
             time.monotonic() - started,
         )
 
+    def pid(self) -> int | None:
+        return None  # in the server's own process: its memory is not its own to measure
+
     def is_ready(self) -> bool:
         return self._model is not None
 

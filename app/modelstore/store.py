@@ -14,6 +14,7 @@ from typing import Literal
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"
 PREFERRED_MODEL = "phi3-instruct"
 VARIANT = "int4"
 MANIFEST = "ovchat-manifest.json"
@@ -169,3 +170,27 @@ def _checked(model: ResolvedModel) -> ResolvedModel:
             f"`ovchat model build {model.name}` or re-export it"
         )
     return model
+
+
+def resolve_all(settings: list[str], store: Path, every: bool = False) -> list[ResolvedModel]:
+    """The models a server serves, in order: each `--model` as `resolve` finds it, then
+    (`every`) the rest of the store. With neither, the default chat model and, when it has
+    been built, the default embedding model beside it."""
+    models = [resolve(setting, store) for setting in settings]
+    if every:
+        models += discover(store)
+    elif not models:
+        models.append(resolve(None, store))
+        embedding = model_dir(store, DEFAULT_EMBEDDING_MODEL)
+        if is_complete(embedding):
+            models.append(ResolvedModel(DEFAULT_EMBEDDING_MODEL, embedding, "built default"))
+    unique: dict[Path, ResolvedModel] = {}
+    for model in models:
+        unique.setdefault(model.path.resolve(), model)
+    names = [model.name for model in unique.values()]
+    clashes = sorted({name for name in names if names.count(name) > 1})
+    if clashes:
+        raise ModelNotFoundError(
+            f"two models would be served as {', '.join(clashes)}: serve one of them"
+        )
+    return list(unique.values())

@@ -16,6 +16,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from app.settings import Duration
+
 
 def rule_error(message: str, param: str, code: str = "invalid_value") -> PydanticCustomError:
     """A request rule broken, raised from a model validator: `param` is the field's path
@@ -103,6 +105,8 @@ class GenerationRequest(BaseModel):
     min_p: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
     repetition_penalty: RepetitionPenalty | None = None
     ignore_eos: bool | None = None  # keep generating past eos, for fixed-length benchmarks
+    # Ollama's: how long the model stays loaded after this request (app/pool.py).
+    keep_alive: Duration | None = None
 
     def stop_list(self) -> list[str]:
         return as_list(self.stop)
@@ -147,6 +151,11 @@ class ModelCard(BaseModel):
     created: int
     object: Literal["model"] = "model"
     owned_by: str = "ovchat"
+    # ovchat's, for a client choosing among several models (app/pool.py).
+    status: Literal["loaded", "loading", "unloaded"]
+    kind: Literal["generation", "embedding"]
+    endpoints: list[str]
+    context_length: int
 
 
 class ModelList(BaseModel):

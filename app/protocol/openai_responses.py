@@ -26,6 +26,7 @@ from app.protocol.openai_common import (
     rule_error,
     without_none,
 )
+from app.settings import Duration
 
 # ---------------------------------------------------------------------------- input items
 
@@ -366,6 +367,8 @@ class CreateResponse(ResponseInput):
     top_k: Annotated[int, Field(ge=-1)] | None = None
     min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     repetition_penalty: RepetitionPenalty | None = None
+    # Ollama's: how long the model stays loaded after this request (app/pool.py).
+    keep_alive: Duration | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -41,19 +41,48 @@ async function errorText(response) {
   }
 }
 
+function showModels(options, chosen) {
+  const select = $("model");
+  select.replaceChildren(
+    ...options.map(({ id, label, title }) => {
+      const option = document.createElement("option");
+      option.value = id || "";
+      option.textContent = label || id;
+      if (title) option.title = title;
+      return option;
+    })
+  );
+  select.disabled = !chosen;
+  if (chosen) select.value = chosen;
+  modelId = chosen;
+}
+
+// Every chat model the server serves, loaded or not: one that is not loads on its
+// first request while the others keep serving.
 async function loadModel() {
   try {
     const response = await fetch("/v1/models", { headers: headers() });
     if (!response.ok) {
-      $("model").textContent = response.status === 401 ? "API key needed" : "unavailable";
+      showModels([{ label: response.status === 401 ? "API key needed" : "unavailable" }], null);
       return;
     }
-    modelId = (await response.json()).data[0].id;
-    $("model").textContent = modelId;
+    const models = (await response.json()).data.filter((m) => (m.kind || "generation") === "generation");
+    if (!models.length) {
+      showModels([{ label: "no chat model" }], null);
+      return;
+    }
+    const saved = localStorage.getItem("ovchat-model");
+    const chosen = models.some((m) => m.id === saved) ? saved : models[0].id;
+    showModels(models.map((m) => ({ id: m.id, title: m.status ? `${m.status}, context ${m.context_length}` : "" })), chosen);
   } catch (e) {
-    $("model").textContent = "offline";
+    showModels([{ label: "offline" }], null);
   }
 }
+
+$("model").addEventListener("change", () => {
+  modelId = $("model").value;
+  localStorage.setItem("ovchat-model", modelId);
+});
 
 function busy(on) {
   $("send").disabled = on;

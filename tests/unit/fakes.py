@@ -41,6 +41,9 @@ class FakeEngine:
     def is_ready(self) -> bool:
         return self.ready
 
+    def pid(self) -> int | None:
+        return None
+
     def running(self) -> int:
         return self.running_now
 

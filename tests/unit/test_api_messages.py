@@ -390,7 +390,7 @@ def test_a_restarting_engine_is_529_overloaded(client: TestClient, engine: FakeE
 
 
 def test_admission_at_capacity_is_429(client: TestClient) -> None:
-    admission = client.app.state.ovchat.admission  # type: ignore[attr-defined]
+    admission = client.app.state.ovchat.models.get("tiny").loaded.admission  # type: ignore[attr-defined]
     admission.in_flight = admission.capacity
     try:
         response = create(client)

@@ -24,20 +24,25 @@ def test_counters_move_with_traffic(client: TestClient) -> None:
         )
     client.post("/v1/chat/completions", json={"model": "nope", "messages": []})
     after = samples(client)
-    ok = ("ovchat_requests_total", (("endpoint", "/v1/chat/completions"), ("status", "200")))
-    bad = ("ovchat_requests_total", (("endpoint", "/v1/chat/completions"), ("status", "400")))
+    endpoint = ("endpoint", "/v1/chat/completions")
+    ok = ("ovchat_requests_total", (endpoint, ("model", "tiny"), ("status", "200")))
+    # Refused before it was routed to a model: the body did not validate.
+    bad = ("ovchat_requests_total", (endpoint, ("model", ""), ("status", "400")))
     assert after[ok] - before.get(ok, 0) == 3
     assert after[bad] - before.get(bad, 0) == 1
-    generated = after[("ovchat_generation_tokens_total", ())]
-    assert generated - before.get(("ovchat_generation_tokens_total", ()), 0) > 0
-    assert after[("ovchat_time_to_first_token_seconds_count", ())] >= 3
-    assert after[("ovchat_e2e_request_latency_seconds_count", ())] >= 3
+    tiny = (("model", "tiny"),)
+    generated = after[("ovchat_generation_tokens_total", tiny)]
+    assert generated - before.get(("ovchat_generation_tokens_total", tiny), 0) > 0
+    assert after[("ovchat_time_to_first_token_seconds_count", tiny)] >= 3
+    assert after[("ovchat_e2e_request_latency_seconds_count", tiny)] >= 3
     for gauge in (
         "ovchat_requests_running",
         "ovchat_requests_waiting",
         "ovchat_kv_cache_usage_ratio",
     ):
-        assert (gauge, ()) in after
+        assert (gauge, tiny) in after
+    assert after[("ovchat_model_loaded", tiny)] == 1
+    assert after[("ovchat_model_loads_total", tiny)] == 1
 
 
 def test_unknown_paths_do_not_create_series(client: TestClient) -> None:

@@ -17,9 +17,10 @@ from app.dialects.openai_chat import ChatRenderer, validate
 from app.engine.base import LOGPROBS, PENALTIES, STRUCTURED_OUTPUT
 from app.errors import ApiError
 from app.metrics import Metrics
+from app.pool import ModelPool
 from app.protocol.openai_chat import ChatCompletionRequest
 from app.settings import Settings
-from app.state import ServerState
+from app.state import GenerationModel, ServerState
 from app.storage.responses import open_store
 from app.textmodel import TextModel
 from tests.unit.fakes import FakeEngine
@@ -109,18 +110,23 @@ def run_for(text_model: TextModel, body: ChatCompletionRequest) -> GenerationRun
 def run_for_plan(text_model: TextModel, plan: GenerationPlan, prefix: str) -> GenerationRun:
     """A run of `plan` on a server state with a scripted engine, for a renderer to read."""
     settings = Settings(served_model_name="tiny")
+    engine = FakeEngine(reply_ids=[], eos_id=0)
+    model = GenerationModel(
+        id="tiny",
+        engine=engine,
+        text=text_model,
+        admission=Admission(4, 4),
+        context=context(text_model),
+        system_fingerprint="fp_test",
+    )
     state = ServerState(
         settings=settings,
-        model_id="tiny",
-        engine=FakeEngine(reply_ids=[], eos_id=0),
-        text=text_model,
+        models=ModelPool(settings, [], {}),
         created=0,
-        system_fingerprint="fp_test",
-        admission=Admission(4, 4),
         metrics=Metrics(),
         responses=open_store(settings.state_dir, 10, 60.0),
     )
-    return GenerationRun(state, plan, {}, prefix)
+    return GenerationRun(state, model, plan, {}, prefix)
 
 
 def test_the_renderer_writes_openais_stream_for_two_choices(text_model: TextModel) -> None:
