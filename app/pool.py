@@ -51,8 +51,12 @@ class Loaded(Protocol):
 
     def stats(self) -> EngineStats: ...
 
+    def pid(self) -> int | None:
+        """The model's engine process, when it has one of its own."""
+        ...
+
     def memory_bytes(self) -> int | None:
-        """Resident memory of the model's engine process, when it has one of its own."""
+        """Resident memory of that process."""
         ...
 
     def drain(self) -> None:

@@ -52,6 +52,9 @@ class GenerationModel:
     def stats(self) -> EngineStats:
         return self.engine.stats()
 
+    def pid(self) -> int | None:
+        return self.engine.pid()
+
     def memory_bytes(self) -> int | None:
         return process_memory(self.engine.pid())
 

@@ -19,6 +19,7 @@ def model_health(model: ServedModel) -> ModelHealth:
         engine=loaded.engine_name if loaded is not None else None,
         in_flight=loaded.in_flight() if loaded is not None else 0,
         engine_running=loaded.stats().running if loaded is not None else 0,
+        pid=loaded.pid() if loaded is not None else None,
         memory_bytes=model.footprint() if loaded is not None else None,
         last_error=model.last_error,
     )

@@ -14,6 +14,7 @@ class ModelHealth(BaseModel):
     engine: str | None = None
     in_flight: int = 0  # sequences admitted and not yet finished
     engine_running: int = 0  # requests the engine holds right now
+    pid: int | None = None  # its engine's process, when it has one
     memory_bytes: int | None = None
     last_error: str | None = None  # why the last load failed
 

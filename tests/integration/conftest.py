@@ -47,21 +47,16 @@ class Server:
 
 
 def start_server(tmp: Path, model: Path, name: str, *extra: str) -> Server:
+    """One model, served as `name`."""
+    return launch(tmp, name, "--model", str(model), "--served-model-name", name, *extra)
+
+
+def launch(tmp: Path, name: str, *args: str) -> Server:
+    """`ovchat serve` with `args` (the models included); `name` labels its log and is the
+    model its client speaks to by default."""
     port = free_port()
     log = tmp / f"{name}-{port}.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "app",
-        "serve",
-        "--model",
-        str(model),
-        "--served-model-name",
-        name,
-        "--port",
-        str(port),
-        *extra,
-    ]
+    cmd = [sys.executable, "-m", "app", "serve", "--port", str(port), *args]
     with log.open("wb") as sink:
         process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
     server = Server(f"http://127.0.0.1:{port}", name, log, process)

@@ -42,6 +42,7 @@ def test_health_follows_engine(client: TestClient, engine: FakeEngine) -> None:
                 "engine": "fake",
                 "in_flight": 0,
                 "engine_running": 0,
+                "pid": None,
                 "last_error": None,
             }
         },

@@ -47,6 +47,9 @@ class Model:
     def stats(self) -> EngineStats:
         return EngineStats()
 
+    def pid(self) -> int | None:
+        return None
+
     def memory_bytes(self) -> int | None:
         return self.memory
 
