@@ -4,9 +4,13 @@ vectors, batching that changes no bit, and a process that is killed and comes ba
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,6 +23,7 @@ from app.embedmodel import EmbeddingModelInfo
 from app.engine.base import EngineError
 from app.engine.embedding import EmbeddingEngine
 from app.modelstore import minilm, store
+from app.settings import REPO_ROOT
 from tests.conftest import STORE
 
 logger = logging.getLogger(__name__)
@@ -154,3 +159,38 @@ def test_a_killed_engine_fails_its_requests_and_restarts(
         assert engine.is_ready()
 
     with_engine(minilm_dir, scenario)
+
+
+def test_an_interrupted_build_is_redone(tmp_path: Path, minilm_dir: Path) -> None:
+    """Through the CLI, as `make model` runs it: a half-written export (its weights cut
+    short, a `.partial` left behind) is rebuilt, never served."""
+    out = store.model_dir(tmp_path, minilm.NAME)
+    shutil.copytree(minilm_dir, out)
+    (out / "openvino_model.bin").write_bytes(b"cut")
+    out.with_name("int4.partial").mkdir()
+    assert not store.is_complete(out)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "model",
+            "build",
+            minilm.NAME,
+            "--model-store",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO_ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "incomplete or forced: rebuilding" in result.stderr
+    assert store.is_complete(out) and store.kind_of(out) == "embedding"
+    assert not out.with_name("int4.partial").exists()
+    manifest = json.loads((out / store.MANIFEST).read_text())
+    assert manifest["recipe"]["flags"] == list(minilm.FLAGS)
+    assert manifest["files"]["1_Pooling/config.json"] == 190
+    assert EmbeddingModelInfo.load(out).dimensions == 384
