@@ -36,14 +36,18 @@ class EmbeddingEngine:
     name = "openvino-embedding"
 
     def __init__(self, folder: Path, device: str, properties: dict[str, str]) -> None:
-        pooling, _ = read_pooling(folder)
+        try:
+            pooling, _ = read_pooling(folder)
+            normalized = read_normalized(folder)
+        except (OSError, ValueError) as exc:  # EmbeddingModelError included
+            raise EngineStartError(f"cannot serve {folder} as an embedding model: {exc}") from exc
         root = logging.getLogger()
         self._config = EmbeddingWorkerConfig(
             model_path=str(folder),
             device=device,
             properties=dict(properties),
             pooling=pooling,
-            normalize=read_normalized(folder),
+            normalize=normalized,
             log_level=logging.getLevelName(root.getEffectiveLevel()),
         )
         self._ctx = mp.get_context("spawn")  # fork would copy the server's threads and loop

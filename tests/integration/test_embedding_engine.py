@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from app.embedmodel import EmbeddingModelInfo
-from app.engine.base import EngineError
+from app.engine.base import EngineError, EngineStartError
 from app.engine.embedding import EmbeddingEngine
 from app.modelstore import minilm, store
 from app.settings import REPO_ROOT
@@ -194,3 +194,22 @@ def test_an_interrupted_build_is_redone(tmp_path: Path, minilm_dir: Path) -> Non
     assert manifest["recipe"]["flags"] == list(minilm.FLAGS)
     assert manifest["files"]["1_Pooling/config.json"] == 190
     assert EmbeddingModelInfo.load(out).dimensions == 384
+
+
+def test_a_folder_that_is_no_embedding_model_does_not_start(tmp_path: Path) -> None:
+    with pytest.raises(EngineStartError, match=r"cannot serve .* as an embedding model"):
+        EmbeddingEngine(tmp_path, "CPU", {})
+    # sentence-transformers' config but no OpenVINO export: the process says why.
+    shutil.copytree(minilm.source_folder(), tmp_path / "hf")
+
+    async def scenario() -> None:
+        engine = EmbeddingEngine(tmp_path / "hf", "CPU", {})
+        await engine.start()
+        try:
+            with pytest.raises(EngineStartError, match="could not load the model"):
+                await engine.wait_ready()
+            assert not engine.is_ready()
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
