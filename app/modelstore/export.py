@@ -1,5 +1,6 @@
 """The Phi-3 cookbook sample's export step, run through optimum-cli so that what we build is
-exactly what a user gets from the documented command line."""
+exactly what a user gets from the documented command line; other recipes (the embedding
+model's feature extraction) pass their own flags through the same atomic path."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from app.modelstore import store
@@ -41,11 +42,14 @@ def optimum_cli() -> str:
     return found
 
 
+def sample_flags(group_size: int = SAMPLE_GROUP_SIZE) -> tuple[str, ...]:
+    return (*SAMPLE_FLAGS, "--group-size", str(group_size))
+
+
 def export_command(
-    source: str | Path, output: Path, group_size: int, trust_remote_code: bool
+    source: str | Path, output: Path, flags: Sequence[str], trust_remote_code: bool
 ) -> list[str]:
-    cmd = [optimum_cli(), "export", "openvino", "--model", str(source), *SAMPLE_FLAGS]
-    cmd += ["--group-size", str(group_size)]
+    cmd = [optimum_cli(), "export", "openvino", "--model", str(source), *flags]
     if trust_remote_code:
         cmd.append("--trust-remote-code")
     cmd.append(str(output))
@@ -57,6 +61,7 @@ def export_model(
     output: Path,
     *,
     group_size: int = SAMPLE_GROUP_SIZE,
+    flags: Sequence[str] | None = None,
     trust_remote_code: bool = True,
     recipe: dict[str, object] | None = None,
     prepare: Callable[[Path], None] | None = None,
@@ -65,12 +70,15 @@ def export_model(
 
     The export lands in a sibling `.partial` folder and is renamed into place only after
     the manifest is written, so an interrupted build never leaves a folder that looks
-    servable. `prepare` may adjust the exported folder before it is sealed."""
+    servable. `flags` are optimum-cli's task and weight options; without them, the
+    sample's int4 flags with `group_size`. `prepare` may adjust the exported folder before
+    it is sealed."""
     output = output.resolve()
     partial = output.with_name(output.name + ".partial")
     store.discard(partial)
     partial.parent.mkdir(parents=True, exist_ok=True)
-    cmd = export_command(source, partial, group_size, trust_remote_code)
+    flags = tuple(flags) if flags is not None else sample_flags(group_size)
+    cmd = export_command(source, partial, flags, trust_remote_code)
     logger.info("Exporting %s -> %s", source, output)
     logger.info("Running: %s", " ".join(cmd))
     started = time.monotonic()
@@ -78,16 +86,17 @@ def export_model(
     if result.returncode != 0:
         store.discard(partial)
         raise RuntimeError(f"optimum-cli export failed with exit code {result.returncode}")
+    if prepare is not None:
+        prepare(partial)
+    # Checked after `prepare`: what it adds (sentence-transformers' config) decides which
+    # kind of model the folder is, and so which files it needs.
     missing = store.missing_files(partial)
     if missing:
         store.discard(partial)
         raise RuntimeError(f"export finished but produced no {', '.join(missing)}")
-    if prepare is not None:
-        prepare(partial)
     store.write_manifest(
         partial,
-        {"source": str(source), "group_size": group_size, "flags": list(SAMPLE_FLAGS)}
-        | (recipe or {}),
+        {"source": str(source), "flags": list(flags)} | (recipe or {}),
     )
     store.discard(output)
     partial.rename(output)

@@ -33,13 +33,18 @@ REQUIRED_FILES = (
     "tokenizer_config.json",
 )
 # A feature-extraction export of a sentence-transformers model: the IR pair, the HF
-# tokenizer the server counts and checks lengths with, and the pooling modules.
+# tokenizer the server counts and checks lengths with, and sentence-transformers' own
+# config: the module list (is there a Normalize?), the pooling mode and the length the
+# model was trained for.
 EMBEDDING_FILES = (
     "openvino_model.xml",
     "openvino_model.bin",
     "config.json",
     "tokenizer_config.json",
+    "tokenizer.json",
     "modules.json",
+    "sentence_bert_config.json",
+    "1_Pooling/config.json",
 )
 
 
@@ -63,10 +68,12 @@ def missing_files(folder: Path) -> list[str]:
 
 
 def _fingerprint(folder: Path) -> dict[str, int]:
+    """Sizes by relative path, sub-folders included: an embedding model's pooling config
+    lives in one (a generation export has none, so its fingerprint is only top-level)."""
     return {
-        p.name: p.stat().st_size
-        for p in sorted(folder.iterdir())
-        if p.is_file() and p.name != MANIFEST
+        p.relative_to(folder).as_posix(): p.stat().st_size
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.relative_to(folder).as_posix() != MANIFEST
     }
 
 

@@ -70,8 +70,15 @@ def test_embedding_export_is_its_own_kind(tmp_path: Path) -> None:
     folder = tmp_path / "emb" / "int4"
     folder.mkdir(parents=True)
     for name in store.EMBEDDING_FILES:
+        (folder / name).parent.mkdir(exist_ok=True)
         (folder / name).write_text(name)
     assert store.kind_of(folder) == "embedding" and store.is_complete(folder)
+    store.write_manifest(folder, {})
+    (folder / "1_Pooling" / "config.json").write_text("{}")  # a different size
+    assert not store.is_complete(folder)
+    (folder / "1_Pooling" / "config.json").unlink()
+    assert store.missing_files(folder) == ["1_Pooling/config.json"]
+    (folder / "1_Pooling" / "config.json").write_text("1_Pooling/config.json")
     (folder / "tokenizer_config.json").unlink()
     assert store.missing_files(folder) == ["tokenizer_config.json"]
     assert store.kind_of(fake_export(tmp_path / "gen" / "int4")) == "generation"
