@@ -84,7 +84,7 @@ class Metrics:
         )
         self.e2e = Histogram(
             f"{PREFIX}_e2e_request_latency_seconds",
-            "Time from request arrival to its last token.",
+            "Time from request arrival to its last token (embeddings: to the vectors).",
             ["model"],
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
@@ -134,6 +134,10 @@ class Metrics:
             self.ttft.labels(model).observe(ttft_s)
             if completion_tokens > 1:
                 self.tpot.labels(model).observe((e2e_s - ttft_s) / (completion_tokens - 1))
+
+    def observe_embedding(self, model: str, prompt_tokens: int, e2e_s: float) -> None:
+        self.prompt_tokens.labels(model).inc(prompt_tokens)
+        self.e2e.labels(model).observe(e2e_s)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

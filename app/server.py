@@ -15,11 +15,23 @@ from fastapi.staticfiles import StaticFiles
 
 from app import __version__, errors, openapi
 from app.admission import Admission
-from app.api import chat, completions, health, messages, models, page, responses, tokenize
+from app.api import (
+    chat,
+    completions,
+    embeddings,
+    health,
+    messages,
+    models,
+    page,
+    responses,
+    tokenize,
+)
 from app.api import metrics as metrics_api
 from app.core.plan import Limits, ModelContext
 from app.core.run import now
+from app.embedmodel import EmbeddingModelInfo
 from app.engine.base import Engine
+from app.engine.embedding import EmbeddingEngine
 from app.engine.registry import build_engine
 from app.metrics import Metrics
 from app.middleware import (
@@ -31,13 +43,14 @@ from app.middleware import (
 from app.modelstore import store
 from app.pool import Loader, ModelPool
 from app.settings import Settings
-from app.state import GenerationModel, ServerState
+from app.state import EmbeddingModel, GenerationModel, ServerState
 from app.storage.responses import open_store
 from app.textmodel import TextModel
 
 logger = logging.getLogger(__name__)
 
 EngineFactory = Callable[[Settings, store.ResolvedModel], Engine]
+EmbeddingFactory = Callable[[Settings, store.ResolvedModel], EmbeddingEngine]
 
 
 def _fingerprint(model: store.ResolvedModel, engine: str) -> str:
@@ -99,7 +112,35 @@ def _generation_loader(
     return load
 
 
-def create_app(settings: Settings, engine_factory: EngineFactory = build_engine) -> FastAPI:
+def build_embedding_engine(settings: Settings, model: store.ResolvedModel) -> EmbeddingEngine:
+    from app.engine.device import resolve_device
+
+    return EmbeddingEngine(
+        model.path, resolve_device(settings.device), settings.engine_properties()
+    )
+
+
+def _embedding_loader(settings: Settings, factory: EmbeddingFactory) -> Loader:
+    async def load(model: store.ResolvedModel, served_id: str) -> EmbeddingModel:
+        engine = factory(settings, model)
+        await engine.start()
+        try:
+            info = await asyncio.to_thread(EmbeddingModelInfo.load, model.path)
+            await engine.wait_ready()
+        except BaseException:
+            await engine.close()
+            raise
+        admission = Admission(settings.max_num_seqs, settings.max_queue)
+        return EmbeddingModel(id=served_id, engine=engine, info=info, admission=admission)
+
+    return load
+
+
+def create_app(
+    settings: Settings,
+    engine_factory: EngineFactory = build_engine,
+    embedding_factory: EmbeddingFactory = build_embedding_engine,
+) -> FastAPI:
     """Configuration mistakes (no such model, absent device) raise here, before the server
     binds; the models themselves are loaded in the lifespan, or on demand."""
     sources = store.resolve_all(settings.model, settings.model_store, settings.all_models)
@@ -109,7 +150,8 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
         )
     metrics = Metrics()
     loaders: dict[store.Kind, Loader] = {
-        "generation": _generation_loader(settings, sources, engine_factory, metrics)
+        "generation": _generation_loader(settings, sources, engine_factory, metrics),
+        "embedding": _embedding_loader(settings, embedding_factory),
     }
     pool = ModelPool(settings, sources, loaders, on_change=metrics.model_changed)
     metrics.watch_models(pool)
@@ -160,6 +202,7 @@ def create_app(settings: Settings, engine_factory: EngineFactory = build_engine)
     app.include_router(completions.router)
     app.include_router(responses.router)
     app.include_router(messages.router)
+    app.include_router(embeddings.router)
     app.include_router(tokenize.router)
     app.include_router(models.router)
     app.include_router(health.router)

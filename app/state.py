@@ -1,6 +1,6 @@
-"""What a running server holds: its models (each loaded into an engine of its own, on
-demand), its metrics and its response store, created in the lifespan and reached by
-routes through dependencies, never through module globals."""
+"""What a running server holds: its models (generation and embedding models, each loaded
+into an engine of its own, on demand), its metrics and its response store, created in the
+lifespan and reached by routes through dependencies, never through module globals."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import psutil
 
 from app.admission import Admission
 from app.core.plan import ModelContext
+from app.embedmodel import EmbeddingModelInfo
 from app.engine.base import Engine, EngineStats
+from app.engine.embedding import EmbeddingEngine
 from app.metrics import Metrics
 from app.pool import ModelPool
 from app.settings import Settings
@@ -57,6 +59,42 @@ class GenerationModel:
 
     def memory_bytes(self) -> int | None:
         return process_memory(self.engine.pid())
+
+    def drain(self) -> None:
+        self.admission.draining = True
+
+    async def close(self) -> None:
+        await self.engine.close()
+
+
+@dataclass
+class EmbeddingModel:
+    """An embedding model, loaded: its engine process, what the server needs to tokenize
+    and check inputs, and its own admission (one slot per request)."""
+
+    id: str
+    engine: EmbeddingEngine
+    info: EmbeddingModelInfo
+    admission: Admission
+
+    @property
+    def engine_name(self) -> str:
+        return self.engine.name
+
+    def in_flight(self) -> int:
+        return self.admission.in_flight
+
+    def is_ready(self) -> bool:
+        return self.engine.is_ready()
+
+    def stats(self) -> EngineStats:
+        return EngineStats(running=self.admission.in_flight)
+
+    def pid(self) -> int | None:
+        return self.engine.pid
+
+    def memory_bytes(self) -> int | None:
+        return process_memory(self.engine.pid)
 
     def drain(self) -> None:
         self.admission.draining = True

@@ -61,5 +61,16 @@ def default_model_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The embedding export (`make model` builds it; built here if missing)."""
+    from app.modelstore import minilm
+
+    folder = store.model_dir(STORE, minilm.NAME)
+    if not store.is_complete(folder):
+        minilm.build(STORE)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def text_model(tiny_model_dir: Path) -> TextModel:
     return TextModel.load(tiny_model_dir)

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
+from app.settings import Duration
+
 # Bounds (ids within the vocabulary, no empty input, how many inputs) are the validator's
 # (app/dialects/openai_embeddings.py): its 400 names the offending input by index, which a
 # failed match of this union could not.
@@ -23,6 +25,8 @@ class CreateEmbeddingRequest(BaseModel):
     encoding_format: EncodingFormat | None = None  # None: float
     dimensions: Annotated[int, Field(ge=1)] | None = None
     user: str | None = None
+    # Ollama's: how long the model stays loaded after this request (app/pool.py).
+    keep_alive: Duration | None = None
 
     @property
     def single(self) -> bool:

@@ -24,7 +24,6 @@ from app.engine.base import EngineError, EngineStartError
 from app.engine.embedding import EmbeddingEngine
 from app.modelstore import minilm, store
 from app.settings import REPO_ROOT
-from tests.conftest import STORE
 
 logger = logging.getLogger(__name__)
 
@@ -38,15 +37,6 @@ SENTENCES = [
     "A man is riding a white horse on an enclosed ground.",
     "A monkey is playing drums, and this sentence is longer than the others on purpose.",
 ]
-
-
-@pytest.fixture(scope="session")
-def minilm_dir() -> Path:
-    """The embedding export (`make model` builds it; built here if missing)."""
-    folder = store.model_dir(STORE, minilm.NAME)
-    if not store.is_complete(folder):
-        minilm.build(STORE)
-    return folder
 
 
 @pytest.fixture(scope="session")

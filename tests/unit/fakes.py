@@ -91,3 +91,44 @@ class FakeEngine:
             self.running_now -= 1
             if not finished:
                 self.cancelled += 1
+
+
+@dataclass
+class FakeEmbeddingEngine:
+    """Answers each input with a unit vector that names its length: [1, 0, ...] rotated
+    by the input's token count, so tests can tell inputs apart."""
+
+    dimensions: int = 384
+    name: str = "fake-embedding"
+    ready: bool = True
+    fail: bool = False
+    calls: list[list[list[int]]] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int | None:
+        return None
+
+    async def start(self) -> None:
+        pass
+
+    async def wait_ready(self) -> None:
+        pass
+
+    def is_ready(self) -> bool:
+        return self.ready
+
+    async def close(self) -> None:
+        self.ready = False
+
+    async def embed(self, inputs: list[list[int]]) -> list[list[float]]:
+        from app.engine.base import EngineError
+
+        self.calls.append(inputs)
+        if self.fail:
+            raise EngineError("fake embedding failure")
+        vectors = []
+        for ids in inputs:
+            vector = [0.0] * self.dimensions
+            vector[len(ids) % self.dimensions] = 1.0
+            vectors.append(vector)
+        return vectors
