@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         for entry in sorted(p for p in store_dir.iterdir() if p.is_dir()):
             folder = store.model_dir(store_dir, entry.name)
             state = "ready" if store.is_complete(folder) else "incomplete"
-            print(f"{entry.name}\t{state}\t{folder}")
+            print(f"{entry.name}\t{store.kind_of(folder)}\t{state}\t{folder}")
         return 0
     return build_model(args.name, args.model_store or store_dir, force=args.force)
 

@@ -92,6 +92,10 @@ def _state_limits(components: dict[str, Any], state: ServerState) -> None:
                     {"type": "null"},
                 ]
             }
+    embedders = [m.id for m in state.models.models.values() if m.kind == "embedding"]
+    embedding = components.get("CreateEmbeddingRequest", {}).get("properties", {})
+    if embedders and "model" in embedding:
+        embedding["model"] = {"type": "string", "enum": embedders, "title": "Model"}
     messages = components.get("ChatCompletionRequest", {}).get("properties", {}).get("messages")
     if messages is not None:
         messages["maxItems"] = settings.max_messages

@@ -11,7 +11,7 @@ from playwright.sync_api import Browser, expect, sync_playwright
 
 from app.modelstore.tiny_phi3 import TINY_REPLY
 from app.settings import REPO_ROOT
-from tests.integration.conftest import Server, start_server, stop_server
+from tests.integration.conftest import Server, launch, start_server, stop_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = REPO_ROOT / "build" / "screenshots"
@@ -91,4 +91,40 @@ def test_stop_button_ends_the_stream(browser: Browser, default_server: Server) -
     stopped_at = len(answer.inner_text())
     page.wait_for_timeout(500)
     assert len(answer.inner_text()) == stopped_at
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def two_model_server(
+    server_logs: Path, tiny_model_dir: Path, window_model_dir: Path
+) -> Iterator[Server]:
+    server = launch(
+        server_logs,
+        "tiny-phi3",
+        *("--model", str(tiny_model_dir), "--model", str(window_model_dir)),
+        *("--preload", "first"),
+    )
+    yield server
+    stop_server(server)
+
+
+def test_the_user_picks_a_served_model(browser: Browser, two_model_server: Server) -> None:
+    page = browser.new_page()
+    page.goto(two_model_server.url + "/")
+    picker = page.locator("#model")
+    expect(picker.locator("option")).to_have_text(["tiny-phi3", "tiny-phi3-window"])
+    expect(picker).to_have_value("tiny-phi3")
+    expect(picker.locator("option").nth(1)).to_have_attribute("title", "unloaded, context 4096")
+    picker.select_option("tiny-phi3-window")
+    page.fill("#temperature", "0")
+    page.fill("#max-tokens", "8")
+    page.fill("#prompt", "hi")
+    page.click("#send")
+    expect(page.locator("#send")).to_be_enabled(timeout=60_000)
+    expect(page.locator(".msg.assistant").last).not_to_have_text("")
+    assert "/v1/chat/completions 200" in two_model_server.log_text()
+    assert "model=tiny-phi3-window" in two_model_server.log_text()
+    # The choice is remembered across visits.
+    page.reload()
+    expect(page.locator("#model")).to_have_value("tiny-phi3-window")
     page.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from app.settings import REPO_ROOT
-from tests.integration.conftest import Server
+from tests.integration.conftest import Server, launch, stop_server
 
 SPEC = Path(
     os.environ.get(
@@ -207,3 +208,27 @@ def test_responses_errors(spec: dict[str, Any], tiny_server: Server) -> None:
     ):
         assert response.status_code in (400, 404), response.text
         check(spec, "ErrorResponse", response.json())
+
+
+@pytest.fixture(scope="module")
+def embedding_server(server_logs: Path, minilm_dir: Path) -> Iterator[Server]:
+    server = launch(server_logs, "all-minilm-l6-v2", "--model", str(minilm_dir))
+    yield server
+    stop_server(server)
+
+
+def test_embeddings(spec: dict[str, Any], embedding_server: Server) -> None:
+    # The spec types `embedding` as an array of numbers only; with encoding_format base64
+    # OpenAI (and the SDKs that decode it) send a string, which it does not describe.
+    for body in (
+        {"input": "hello"},
+        {"input": ["a", "b"], "encoding_format": "float"},
+        {"input": [[101, 7592, 102]], "encoding_format": "float"},
+    ):
+        response = post(embedding_server, "/v1/embeddings", {"model": "all-minilm-l6-v2", **body})
+        assert response.status_code == 200
+        check(spec, "CreateEmbeddingResponse", response.json())
+    refused = post(embedding_server, "/v1/embeddings", {"model": "all-minilm-l6-v2", "input": ""})
+    assert refused.status_code == 400
+    check(spec, "ErrorResponse", refused.json())
+    check(spec, "ListModelsResponse", httpx.get(f"{embedding_server.url}/v1/models").json())
