@@ -96,3 +96,34 @@ def test_discover_lists_complete_models_and_skips_broken(tmp_path: Path) -> None
         ("b-model", store.model_dir(tmp_path, "b-model")),
     ]
     assert store.discover(tmp_path / "absent") == []
+
+
+def fake_embedding_export(folder: Path) -> Path:
+    for name in store.EMBEDDING_FILES:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(name)
+    return folder
+
+
+def test_the_defaults_are_the_chat_model_and_the_built_embedding_model(tmp_path: Path) -> None:
+    store.write_manifest(fake_export(store.model_dir(tmp_path, store.DEFAULT_MODEL)), {})
+    assert [m.name for m in store.resolve_all([], tmp_path)] == [store.DEFAULT_MODEL]
+    fake_embedding_export(store.model_dir(tmp_path, store.DEFAULT_EMBEDDING_MODEL))
+    served = store.resolve_all([], tmp_path)
+    assert [(m.name, m.kind) for m in served] == [
+        (store.DEFAULT_MODEL, "generation"),
+        (store.DEFAULT_EMBEDDING_MODEL, "embedding"),
+    ]
+
+
+def test_named_models_then_the_rest_of_the_store_once_each(tmp_path: Path) -> None:
+    for name in ("x", "y", "z"):
+        store.write_manifest(fake_export(store.model_dir(tmp_path, name)), {})
+    named = store.resolve_all(["z", str(tmp_path / "x")], tmp_path)
+    assert [m.name for m in named] == ["z", "x"]
+    every = store.resolve_all(["z"], tmp_path, every=True)
+    assert [m.name for m in every] == ["z", "x", "y"]
+    elsewhere = tmp_path / "other" / "x"
+    shutil.copytree(store.model_dir(tmp_path, "x"), elsewhere)
+    with pytest.raises(store.ModelNotFoundError, match="two models would be served as x"):
+        store.resolve_all(["x", str(elsewhere)], tmp_path)
