@@ -71,9 +71,13 @@ curl -sf "http://127.0.0.1:${PORT}/health" >/dev/null || { "${ENGINE[@]}" logs "
 answer=$(curl -sf "http://127.0.0.1:${PORT}/v1/chat/completions" -H 'content-type: application/json' \
   -d '{"model":"smollm2-135m-instruct","messages":[{"role":"user","content":"What is the capital of France?"}],"temperature":0}')
 echo "$answer" | grep -q Paris || { echo "unexpected answer: $answer"; exit 1; }
+dims=$(curl -sf "http://127.0.0.1:${PORT}/v1/embeddings" -H 'content-type: application/json' \
+  -d '{"model":"all-minilm-l6-v2","input":"What is the capital of France?","encoding_format":"float"}' |
+  python3 -c 'import json, sys; print(len(json.load(sys.stdin)["data"][0]["embedding"]))')
+[ "$dims" = 384 ] || { echo "unexpected embedding: $dims dimensions"; exit 1; }
 user=$("${ENGINE[@]}" exec "$NAME" id -u)
 [ "$user" != 0 ] || { echo "the server runs as root"; exit 1; }
 "${ENGINE[@]}" exec "$NAME" python3 -c "import torch" 2>/dev/null && { echo "torch is in the runtime image"; exit 1; }
 
-printf 'image %s: %.0f MB, run to ready %.1f s, uid %s, answer contains Paris\n' \
+printf 'image %s: %.0f MB, run to ready %.1f s, uid %s, answer contains Paris, 384-d embeddings\n' \
   "$IMAGE" "$(echo "$SIZE / 1000000" | bc -l)" "$(echo "$ready - $started" | bc -l)" "$user"
