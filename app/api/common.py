@@ -55,7 +55,9 @@ async def generation_model(
     """The generation model `name` (the first served when None), loaded on demand (503 with
     Retry-After past the load timeout), its engine up; unknown names are a 404."""
     name = name if name is not None else state.models.default_id
-    record(request)["model"] = name
+    # Named in the access log and the request metrics only once it is known to be served:
+    # a label per name a client makes up would grow the metrics without bound.
+    record(request)["model"] = state.models.get(name).id
     async with state.models.use(name, "generation", keep_alive_s) as (loaded, lease):
         assert isinstance(loaded, GenerationModel)
         if not loaded.engine.is_ready():

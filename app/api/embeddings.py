@@ -25,7 +25,7 @@ async def create_embeddings(
     if body.model_extra:
         logger.debug("Ignoring unknown request fields: %s", sorted(body.model_extra))
     entry = record(request)
-    entry["model"] = body.model
+    entry["model"] = state.models.get(body.model).id  # 404 first: see generation_model
     started = time.monotonic()
     async with state.models.use(body.model, "embedding", body.keep_alive) as (loaded, _):
         assert isinstance(loaded, EmbeddingModel)

@@ -45,8 +45,13 @@ def test_counters_move_with_traffic(client: TestClient) -> None:
     assert after[("ovchat_model_loads_total", tiny)] == 1
 
 
-def test_unknown_paths_do_not_create_series(client: TestClient) -> None:
+def test_unknown_paths_and_models_do_not_create_series(client: TestClient) -> None:
     for i in range(5):
         client.get(f"/random/{i}")
-    endpoints = {labels for name, labels in samples(client) if name == "ovchat_requests_total"}
-    assert all(dict(labels)["endpoint"] != "/random/1" for labels in endpoints)
+        client.post(
+            "/v1/chat/completions",
+            json={"model": f"made-up-{i}", "messages": [{"role": "user", "content": "x"}]},
+        )
+    labels = [dict(labels) for name, labels in samples(client) if name == "ovchat_requests_total"]
+    assert all(label["endpoint"] != "/random/1" for label in labels)
+    assert {label["model"] for label in labels} == {""}
