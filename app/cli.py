@@ -16,7 +16,7 @@ from app.settings import Settings
 
 logger = logging.getLogger("app.cli")
 
-MODELS = ("default", "tiny-phi3", "tiny-phi3-window", "phi3-shaped")
+MODELS = ("default", "tiny-phi3", "tiny-phi3-window", "tiny-qwen2", "phi3-shaped")
 
 
 def flag(name: str) -> str:
@@ -90,7 +90,8 @@ def parser() -> argparse.ArgumentParser:
         choices=MODELS,
         help="default: SmolLM2-135M-Instruct; "
         "tiny-phi3: the test model; tiny-phi3-window: a test model with a 64-token "
-        "attention window; phi3-shaped: Phi-3-mini sizes, random weights",
+        "attention window; tiny-qwen2: a Qwen2-shaped test model with Qwen2.5-Coder's "
+        "chat template (tools); phi3-shaped: Phi-3-mini sizes, random weights",
     )
     build.add_argument("--force", action="store_true", help="Rebuild even if complete")
     build.add_argument("--model-store", type=Path, default=None, help="Model store folder")
@@ -146,6 +147,10 @@ def build_model(name: str, store_dir: Path, force: bool = False) -> int:
         from app.modelstore import smollm2
 
         smollm2.build(store_dir, force=force)
+    elif name == "tiny-qwen2":
+        from app.modelstore import tiny_qwen2
+
+        tiny_qwen2.build(store_dir, force=force)
     else:
         from app.modelstore import tiny_phi3
 
