@@ -362,6 +362,8 @@ class HermesCallParser:
         assert self._streaming is not None
         start, sent = self._streaming
         text = self._text
+        # The head may have been read before the whitespace that follows it was written.
+        start = _skip_ws(text, start)
         end = value_end(text, start) if text[start : start + 1] in ("{", "[") else None
         fragment = compact(text[start : len(text) if end is None else end])[sent:]
         if fragment:

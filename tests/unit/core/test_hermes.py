@@ -13,6 +13,7 @@ import pytest
 from app.chat_format import ChatTemplate
 from app.core.hermes import (
     HERMES_FORMAT,
+    OPEN,
     HermesCallParser,
     compact,
     structural_tag,
@@ -146,6 +147,24 @@ def test_the_same_result_split_at_every_boundary(
     for cut in range(1, len(output)):
         assert run(output, [cut])[0] == expected, cut
     assert run(output, [1] * len(output))[0] == expected
+
+
+FORCED = [(output, expected) for output, expected in CASES if output.startswith(OPEN)]
+
+
+@pytest.mark.parametrize(("output", "expected"), FORCED)
+def test_a_forced_reply_split_at_every_boundary(
+    output: str, expected: dict[str, Any] | None
+) -> None:
+    """The tagged calls a grammar allows, streamed as they are generated: the same calls
+    as when they are judged whole."""
+    if expected is None:
+        return  # a grammar allows offered functions only
+    forced = plan("required")
+    assert run(output, tools=forced)[0] == expected
+    for cut in range(1, len(output)):
+        assert run(output, [cut], tools=forced)[0] == expected, cut
+    assert run(output, [1] * len(output), tools=forced)[0] == expected
 
 
 def test_text_is_released_as_soon_as_it_cannot_be_a_call() -> None:
