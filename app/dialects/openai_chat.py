@@ -60,6 +60,7 @@ from app.protocol.openai_chat import (
     ToolDefinition,
 )
 from app.protocol.openai_common import Usage
+from app.textmodel import TextModel
 
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
 
@@ -77,11 +78,8 @@ def validate(body: ChatCompletionRequest, ctx: ModelContext) -> GenerationPlan:
         tag = tools.structural_tag if tools and forced else None
     except SchemaError as exc:
         raise ApiError(400, str(exc), param=exc.param, code="invalid_value") from exc
-    turns = to_turns(body.messages, tools, ctx.text.tool_format)
     try:
-        prompt_ids = ctx.text.encode_chat(
-            turns, tools=None if tools is None else tools.template_tools()
-        )
+        prompt_ids = encode_messages(ctx.text, body.messages, tools)
     except PromptError as exc:
         raise ApiError(400, str(exc), param=exc.param) from exc
     budget = completion_budget(ctx, len(prompt_ids), body.token_limit(), "messages")
@@ -100,6 +98,20 @@ def validate(body: ChatCompletionRequest, ctx: ModelContext) -> GenerationPlan:
         tools=tools,
         logprobs=bool(body.logprobs),
         schema_param="tools" if tools is not None and tools.forced else "response_format",
+    )
+
+
+def encode_messages(
+    text: TextModel,
+    messages: list[ChatMessage],
+    tools: ToolPlan | None,
+    add_generation_prompt: bool = True,
+) -> list[int]:
+    """The ids a chat request's messages are sent to the model as (what /tokenize answers
+    too), the tools described and the tool traffic rendered in the model's tool format."""
+    turns = to_turns(messages, tools, text.tool_format)
+    return text.encode_chat(
+        turns, add_generation_prompt, None if tools is None else tools.template_tools()
     )
 
 
