@@ -120,51 +120,63 @@ class HermesFormat:
 HERMES_FORMAT = HermesFormat()
 
 
+class JsonScan:
+    """Follows a JSON object or array from its opening bracket as its text grows, without
+    reading any character twice (a reply is fed a token at a time): where it closes, and
+    its text less the whitespace between tokens (strings kept as written), which grows
+    only at its end, so arguments can be streamed as they are generated. Only nesting and
+    strings are followed; json.loads judges the rest."""
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.end: int | None = None  # the index after the closing bracket, once read
+        self._pos = start
+        self._depth = 0
+        self._in_string = False
+        self._escape = False
+        self._compact: list[str] = []
+
+    @property
+    def compact(self) -> str:
+        return "".join(self._compact)
+
+    def compact_since(self, sent: int) -> str:
+        """The compact text past its first `sent` characters."""
+        return "".join(self._compact[sent:])
+
+    def advance(self, text: str) -> None:
+        for i in range(self._pos, len(text)):
+            if self.end is not None:
+                return
+            ch = text[i]
+            self._pos = i + 1
+            if self._in_string:
+                self._compact.append(ch)
+                if self._escape:
+                    self._escape = False
+                elif ch == "\\":
+                    self._escape = True
+                elif ch == '"':
+                    self._in_string = False
+                continue
+            if ch in _WS:
+                continue
+            self._compact.append(ch)
+            if ch == '"':
+                self._in_string = True
+            elif ch in "{[":
+                self._depth += 1
+            elif ch in "}]":
+                self._depth -= 1
+                if self._depth == 0:
+                    self.end = i + 1
+
+
 def compact(raw: str) -> str:
-    """JSON text less the whitespace between its tokens (strings kept as written). For
-    any prefix of a text, the result is the prefix of the text's result: arguments can be
-    streamed as they are generated."""
-    out: list[str] = []
-    in_string = escape = False
-    for ch in raw:
-        if in_string:
-            out.append(ch)
-            if escape:
-                escape = False
-            elif ch == "\\":
-                escape = True
-            elif ch == '"':
-                in_string = False
-        elif ch not in _WS:
-            out.append(ch)
-            in_string = ch == '"'
-    return "".join(out)
-
-
-def value_end(text: str, start: int) -> int | None:
-    """Where the JSON object or array opening at `start` closes (the index after it), or
-    None while it is incomplete. Only nesting and strings are followed; json.loads judges
-    the rest."""
-    depth = 0
-    in_string = escape = False
-    for i in range(start, len(text)):
-        ch = text[i]
-        if in_string:
-            if escape:
-                escape = False
-            elif ch == "\\":
-                escape = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "{[":
-            depth += 1
-        elif ch in "}]":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-    return None
+    """A JSON object's or array's text less the whitespace between its tokens."""
+    scan = JsonScan(0)
+    scan.advance(raw)
+    return scan.compact
 
 
 def _skip_ws(text: str, i: int) -> int:
@@ -201,7 +213,9 @@ class HermesCallParser:
         self._text = ""  # the reply so far, while it is not text
         self._pos = 0  # where the next call (or what follows the last) begins
         self._closing = ""  # the tag or fence that may close the last call
-        self._streaming: tuple[int, int] | None = None  # (arguments' start, chars sent)
+        self._scan: JsonScan | None = None  # of the call object being read
+        self._streaming: tuple[JsonScan | None, int] | None = None  # arguments, chars sent
+        self._arguments_at = 0  # where a streamed call's arguments begin
         self.text_mode = False
         self.done = False
         self.calls = 0
@@ -227,6 +241,8 @@ class HermesCallParser:
         if not (self.text_mode or self.done):
             if self.calls == 0:
                 out += self._release()
+            elif self._streaming is not None and self._streaming[1] == 0:
+                out.append(CallArguments(self.calls - 1, "{}"))  # cut before its arguments
             self.done = True
         return out
 
@@ -291,9 +307,13 @@ class HermesCallParser:
             return _NOT
         if self._stream and closing == CLOSE and self._start_streaming(i, out):
             return _WAIT if self._streaming is not None else self._pos
-        end = value_end(text, i)
+        if self._scan is None or self._scan.start != i:
+            self._scan = JsonScan(i)
+        self._scan.advance(text)
+        end = self._scan.end
         if end is None:
             return _NOT if final else _WAIT
+        self._scan = None
         call = self._judge(text[i:end])
         if call is None:
             return _NOT
@@ -353,25 +373,32 @@ class HermesCallParser:
             return False
         out.append(CallStart(self.calls, self._new_id(), name))
         self.calls += 1
-        self._streaming = (head.end(), 0)
+        self._arguments_at = head.end()
+        self._streaming = (None, 0)
         self._stream_arguments(out)
         return True
 
     def _stream_arguments(self, out: list[ToolEvent]) -> bool:
         """Sends what is new of the streamed arguments; True once they are complete."""
         assert self._streaming is not None
-        start, sent = self._streaming
+        scan, sent = self._streaming
         text = self._text
-        # The head may have been read before the whitespace that follows it was written.
-        start = _skip_ws(text, start)
-        end = value_end(text, start) if text[start : start + 1] in ("{", "[") else None
-        fragment = compact(text[start : len(text) if end is None else end])[sent:]
+        if scan is None:
+            # The head may have been read before the whitespace that follows it was written.
+            start = _skip_ws(text, self._arguments_at)
+            if start == len(text):
+                return False
+            if text[start] not in "{[":
+                return False  # not an object: the grammar writes none such; it is held
+            scan = JsonScan(start)
+        scan.advance(text)
+        fragment = scan.compact_since(sent)
         if fragment:
             out.append(CallArguments(self.calls - 1, fragment))
-        self._streaming = (start, sent + len(fragment))
-        if end is None:
+        self._streaming = (scan, sent + len(fragment))
+        if scan.end is None:
             return False
-        j = _skip_ws(text, end)
+        j = _skip_ws(text, scan.end)
         if j == len(text):
             return False  # the call object's closing brace is still to come
         self._streaming = None
@@ -385,11 +412,11 @@ class HermesCallParser:
 def _raw_arguments(raw: str) -> str:
     """The text of a call object's `arguments` value, as generated."""
     head = re.search(r'"arguments"[ \t\r\n]*:[ \t\r\n]*', raw)
-    if head is None:
+    if head is None or raw[head.end() : head.end() + 1] not in ("{", "["):
         return "{}"
-    start = head.end()
-    end = value_end(raw, start)
-    return raw[start:end] if end is not None else "{}"
+    scan = JsonScan(head.end())
+    scan.advance(raw)
+    return raw[head.end() : scan.end] if scan.end is not None else "{}"
 
 
 def tool_format_for(template: ChatTemplate | None) -> ToolFormat:

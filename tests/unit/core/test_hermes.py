@@ -212,6 +212,11 @@ def test_a_forced_call_cut_short_is_returned_as_far_as_it_got() -> None:
         assert parser.called
 
 
+def test_a_forced_call_cut_before_its_arguments_has_empty_ones() -> None:
+    result, _, _ = run('<tool_call>\n{"name": "now", "arguments": ', tools=plan("required"))
+    assert result == calls(("now", "{}"))
+
+
 @pytest.mark.parametrize("mode", ["auto", "required"])
 def test_each_call_gets_a_fresh_id(mode: str) -> None:
     output = TAGGED + "\n" + TAGGED
