@@ -229,3 +229,56 @@ def test_a_grammar_the_compiler_refuses_is_a_400(qwen2_server: Server) -> None:
     assert refused.value.param == "tools"
     health = httpx.get(f"{qwen2_server.url}/health", timeout=5)
     assert health.status_code == 200
+
+
+# ---------------------------------------------------------------------------- the real model
+
+REAL = "qwen2.5-coder-1.5b-instruct"
+CITY_TOOL: list[Any] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Get the current weather in a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "description": "The city's name"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+
+
+@pytest.fixture(scope="session")
+def real_server(server_logs: Path) -> Iterator[Server]:
+    """Qwen2.5-Coder-1.5B-Instruct, when `ovchat model build qwen2.5-coder-1.5b-instruct`
+    has built it: too large to build in `make test`."""
+    from app.modelstore import store
+    from app.settings import REPO_ROOT
+
+    folder = store.model_dir(REPO_ROOT / "model_store", REAL)
+    if not store.is_complete(folder):
+        pytest.skip(f"{REAL} is not built")
+    server = start_server(server_logs, folder, REAL)
+    yield server
+    stop_server(server)
+
+
+@pytest.mark.parametrize("choice", ["auto", "required"])
+def test_the_real_model_calls_through_its_own_format(real_server: Server, choice: str) -> None:
+    """Forced, the call is its template's tagged form; under auto, the model's own answer
+    (a fenced or bare JSON object, as it writes them) is a call as well."""
+    completion = real_server.client().chat.completions.create(
+        model=REAL,
+        messages=[{"role": "user", "content": "What is the weather like in Paris right now?"}],
+        tools=CITY_TOOL,
+        tool_choice=choice,
+        temperature=0,
+        max_tokens=100,
+    )
+    [answer] = completion.choices
+    assert answer.finish_reason == "tool_calls", answer.message.content
+    [call] = answer.message.tool_calls or []
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
