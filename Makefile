@@ -38,6 +38,7 @@ model: install
 model-tiny: install
 	$(BIN)/ovchat model build tiny-phi3
 	$(BIN)/ovchat model build tiny-phi3-window
+	$(BIN)/ovchat model build tiny-qwen2
 
 run: model
 	$(BIN)/ovchat serve --host $(HOST) --port $(PORT) $(ARGS)

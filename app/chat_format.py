@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 
 import jinja2
 import jinja2.ext
+import jinja2.meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 
@@ -23,8 +24,28 @@ class PromptError(ValueError):
 
 @dataclass(frozen=True)
 class Turn:
-    role: str  # system, user or assistant: `developer` arrives here as `system`
+    """One message as the template reads it. For models whose template renders tool
+    traffic itself, an assistant turn carries its calls (name, arguments as a JSON value)
+    and a `tool` turn a function's result; for the others the calls and results are
+    already text in `content` (app/core/tools.py decides which)."""
+
+    role: str  # system, user, assistant or tool: `developer` arrives here as `system`
     content: str
+    calls: tuple[tuple[str, Any], ...] = ()
+    name: str | None = None  # the function a `tool` turn answers
+
+    def message(self) -> dict[str, Any]:
+        """The turn as transformers' chat templates take messages (OpenAI's shape, with
+        a call's arguments as a value, not JSON text)."""
+        message: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.calls:
+            message["tool_calls"] = [
+                {"type": "function", "function": {"name": name, "arguments": arguments}}
+                for name, arguments in self.calls
+            ]
+        if self.name is not None:
+            message["name"] = self.name
+        return message
 
 
 def with_system_text(turns: list[Turn], text: str) -> list[Turn]:
@@ -58,12 +79,21 @@ class ChatTemplate:
         env.globals["strftime_now"] = _strftime_now
         self._template = env.from_string(source)
         self._special_tokens = dict(special_tokens)
+        self.source = source
+        # The variables the template reads from its caller: `tools` among them means it
+        # describes tools itself.
+        self.variables = frozenset(jinja2.meta.find_undeclared_variables(env.parse(source)))
 
-    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
+    def render(
+        self,
+        messages: list[dict[str, Any]],
+        add_generation_prompt: bool,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> str:
         return self._template.render(
             **self._special_tokens,
             messages=messages,
-            tools=None,
+            tools=tools,
             documents=None,
             add_generation_prompt=add_generation_prompt,
         )
@@ -101,13 +131,22 @@ class ChatFormatter:
     def kind(self) -> str:
         return "built-in Phi-3 mapping" if self._builtin else "the model's chat template"
 
-    def render(self, turns: Sequence[Turn], add_generation_prompt: bool = True) -> str:
+    @property
+    def template(self) -> ChatTemplate | None:
+        return None if self._builtin else self._template
+
+    def render(
+        self,
+        turns: Sequence[Turn],
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> str:
         if self._builtin:
             return phi3_prompt(turns, add_generation_prompt)
         if self._template is None:
             raise PromptError("this model has no chat template; use /v1/completions", "messages")
-        messages = [{"role": t.role, "content": t.content} for t in turns]
+        messages = [t.message() for t in turns]
         try:
-            return self._template.render(messages, add_generation_prompt)
+            return self._template.render(messages, add_generation_prompt, tools)
         except Exception as exc:  # templates raise on conversations they do not support
             raise PromptError(f"the model's chat template rejected the messages: {exc}") from exc

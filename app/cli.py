@@ -18,7 +18,14 @@ from app.settings import Settings
 
 logger = logging.getLogger("app.cli")
 
-MODELS = ("default", "tiny-phi3", "tiny-phi3-window", "phi3-shaped", "all-minilm-l6-v2")
+MODELS = (
+    "default",
+    "all-minilm-l6-v2",
+    "tiny-phi3",
+    "tiny-phi3-window",
+    "tiny-qwen2",
+    "phi3-shaped",
+)
 
 
 def flag(name: str) -> str:
@@ -98,7 +105,8 @@ def parser() -> argparse.ArgumentParser:
         choices=MODELS,
         help="default: SmolLM2-135M-Instruct; "
         "tiny-phi3: the test model; tiny-phi3-window: a test model with a 64-token "
-        "attention window; phi3-shaped: Phi-3-mini sizes, random weights; "
+        "attention window; tiny-qwen2: a Qwen2-shaped test model with Qwen2.5-Coder's "
+        "chat template (tools); phi3-shaped: Phi-3-mini sizes, random weights; "
         "all-minilm-l6-v2: the embedding model (sentence-transformers all-MiniLM-L6-v2)",
     )
     build.add_argument("--force", action="store_true", help="Rebuild even if complete")
@@ -159,6 +167,10 @@ def build_model(name: str, store_dir: Path, force: bool = False) -> int:
         from app.modelstore import minilm
 
         minilm.build(store_dir, force=force)
+    elif name == "tiny-qwen2":
+        from app.modelstore import tiny_qwen2
+
+        tiny_qwen2.build(store_dir, force=force)
     else:
         from app.modelstore import tiny_phi3
 

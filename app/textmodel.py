@@ -8,7 +8,7 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,6 +16,8 @@ from typing import Any, Protocol
 from tokenizers import AddedToken, Tokenizer
 
 from app.chat_format import ChatFormatter, ChatTemplate, Turn
+from app.core.hermes import tool_format_for
+from app.core.tools import OVCHAT_FORMAT, ToolFormat
 from app.prompt_templates import PHI3_ADDED_TOKENS
 
 logger = logging.getLogger(__name__)
@@ -477,6 +479,9 @@ class TextModel:
     context_length: int
     model_type: str
     prompt_encoder: PromptEncoder
+    # How the model is told about tools and writes its calls (app/core/tools.py): chosen
+    # from its chat template, never by its name.
+    tool_format: ToolFormat = OVCHAT_FORMAT
 
     @classmethod
     def load(cls, folder: Path) -> TextModel:
@@ -486,21 +491,25 @@ class TextModel:
         template = (
             ChatTemplate(files.chat_template, files.special_tokens) if files.chat_template else None
         )
+        formatter = ChatFormatter(model_type, template)
         model = cls(
             codec=files.codec,
-            formatter=ChatFormatter(model_type, template),
+            formatter=formatter,
             eos_token_ids=_eos_ids(folder, files),
             context_length=model_context_length(folder),
             model_type=model_type,
             prompt_encoder=files.codec.prompt_encoder(template_markers(files, model_type)),
+            tool_format=tool_format_for(formatter.template),
         )
         logger.info(
-            "Tokenizer loaded from %s: %s model, context %d, eos ids %s, chat prompts via %s",
+            "Tokenizer loaded from %s: %s model, context %d, eos ids %s, chat prompts via %s, "
+            "tool calls in %s format",
             files.source,
             model_type or "unknown",
             model.context_length,
             sorted(model.eos_token_ids),
             model.formatter.kind,
+            model.tool_format.name,
         )
         return model
 
@@ -509,10 +518,28 @@ class TextModel:
         whose caller writes the template. By default no BOS is added."""
         return self.codec.encode(text, add_special_tokens)
 
-    def encode_chat(self, turns: Sequence[Turn], add_generation_prompt: bool = True) -> list[int]:
-        """A conversation as the model was trained on it, message content kept as text."""
-        escaped = [Turn(t.role, self.prompt_encoder.escape(t.content)) for t in turns]
-        rendered = self.formatter.render(escaped, add_generation_prompt)
+    def encode_chat(
+        self,
+        turns: Sequence[Turn],
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> list[int]:
+        """A conversation as the model was trained on it, message content kept as text:
+        also the calls' names and arguments and the tools' specs (`tools`, for a template
+        that describes them), whose strings a client wrote as well."""
+        escape = self.prompt_encoder.escape
+        escaped = [
+            Turn(
+                t.role,
+                escape(t.content),
+                tuple((escape(name), _escaped(args, escape)) for name, args in t.calls),
+                None if t.name is None else escape(t.name),
+            )
+            for t in turns
+        ]
+        rendered = self.formatter.render(
+            escaped, add_generation_prompt, _escaped(tools, escape) if tools else None
+        )
         return self.prompt_encoder.encode(rendered)
 
     def token_id(self, token: str) -> int:
@@ -544,6 +571,18 @@ class TextModel:
 
     def decoder(self) -> IncrementalDecoder:
         return IncrementalDecoder(self.codec)
+
+
+def _escaped(value: Any, escape: Callable[[str], str]) -> Any:
+    """Every string in a JSON value (keys too) escaped: the template renders them as
+    text, through `tojson` or as they are."""
+    if isinstance(value, str):
+        return escape(value)
+    if isinstance(value, list):
+        return [_escaped(item, escape) for item in value]
+    if isinstance(value, dict):
+        return {escape(str(k)): _escaped(v, escape) for k, v in value.items()}
+    return value
 
 
 class IncrementalDecoder:

@@ -8,7 +8,7 @@ from app.api.common import ERROR_RESPONSES, State, generation_model
 from app.chat_format import PromptError
 from app.core.plan import ModelContext
 from app.core.schema import SchemaError
-from app.dialects.openai_chat import to_turns, tool_plan
+from app.dialects.openai_chat import encode_messages, tool_plan
 from app.errors import ApiError
 from app.protocol.vllm import (
     DetokenizeRequest,
@@ -32,8 +32,8 @@ def _tokenize(body: TokenizeRequest, context: ModelContext) -> TokenizeResponse:
         try:
             tools = tool_plan(body.tools, body.tool_choice, None, context)
             # Encoded exactly as a chat request is, message content as text: the same ids.
-            tokens = text.encode_chat(
-                to_turns(body.messages, tools), add_generation_prompt=body.add_generation_prompt
+            tokens = encode_messages(
+                text, body.messages, tools, add_generation_prompt=body.add_generation_prompt
             )
         except SchemaError as exc:
             raise ApiError(400, str(exc), param=exc.param, code="invalid_value") from exc

@@ -13,7 +13,7 @@ from typing import Literal
 
 from app.core.plan import ChoicePlan
 from app.core.stops import StopMatcher
-from app.core.tools import CallStart, Text, ToolCallParser, ToolEvent, ToolPlan
+from app.core.tools import CallParser, CallStart, Text, ToolEvent, ToolPlan
 from app.engine.base import Engine, EngineFinish
 from app.textmodel import TextModel
 
@@ -64,9 +64,7 @@ class ChoiceEnd:
 Event = TextOut | CallOut | ArgumentsOut | ChoiceEnd
 
 
-def finish_reason(
-    engine: EngineFinish | None, stopped: bool, parser: ToolCallParser | None
-) -> Finish:
+def finish_reason(engine: EngineFinish | None, stopped: bool, parser: CallParser | None) -> Finish:
     if engine == "length" and not stopped:
         return "length"  # also a call cut short: OpenAI reports the budget, not the call
     if parser is not None and parser.called:
@@ -88,7 +86,7 @@ async def choice_events(
     strings end text; they never cut a tool call's JSON."""
     decoder = model.decoder()
     matcher = StopMatcher(stops)
-    parser = ToolCallParser(tools) if tools is not None else None
+    parser = tools.parser() if tools is not None else None
     held: list[ChosenToken] = []  # log-probabilities of text not yet released
     produced = 0
     generation = engine.generate(choice.prompt_ids, choice.params)

@@ -130,6 +130,7 @@ def engine_params(
     n: int | None = None,
     logprobs: bool = False,
     json_schema: str | None = None,
+    structural_tag: str | None = None,
     schema_param: str = "response_format",
 ) -> list[SamplingParams]:
     """One SamplingParams per choice: choice i samples with seed + i, so `n` choices differ
@@ -142,7 +143,7 @@ def engine_params(
         require(ctx, MIN_P, "min_p", "min_p")
     if logprobs:
         require(ctx, LOGPROBS, "logprobs", "logprobs")
-    if json_schema is not None:
+    if json_schema is not None or structural_tag is not None:
         require(ctx, STRUCTURED_OUTPUT, schema_param, "structured output")
     seed = sampling.seed if sampling.seed is not None else secrets.randbits(31)
     temperature = 1.0 if sampling.temperature is None else sampling.temperature
@@ -162,5 +163,6 @@ def engine_params(
         ignore_eos=sampling.ignore_eos,
         logprobs=logprobs,
         json_schema=json_schema,
+        structural_tag=structural_tag,
     )
     return [base.with_seed((seed + i) % 2**31) for i in range(choice_count(ctx, n))]

@@ -1,20 +1,27 @@
 """Tool calling, in no API's terms: what the model is told, the grammar of a forced call,
 and the parser that finds calls in the output as it is generated.
 
-Phi-3 (like most small models) has no native tool format, so ovchat defines one
-(docs/TOOLS.md): the tools are described in the system prompt, and a reply that calls
-them is one JSON object `{"tool_calls": [{"name": ..., "arguments": {...}}, ...]}`. With a
-forced call (`required`, a named function) the engine's grammar constrains the reply to
-exactly that shape; otherwise the model may answer in text."""
+A model's tool format is chosen from its chat template (`tool_format_for`):
+
+- Phi-3 (like most small models) has no native tool format, so ovchat defines one
+  (`OVCHAT_FORMAT`, docs/TOOLS.md): the tools are described in the system prompt, and a
+  reply that calls them is one JSON object `{"tool_calls": [{"name": ..., "arguments":
+  {...}}, ...]}`. With a forced call (`required`, a named function) the engine's grammar
+  constrains the reply to exactly that shape; otherwise the model may answer in text.
+- A template that describes tools itself and asks for Hermes-style calls
+  (`<tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>`, as Qwen2.5's does) gets
+  `HERMES_FORMAT` (app/core/hermes.py): the template renders the tools, the earlier calls
+  and their results; a forced call is constrained to the tagged form."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
+from app.chat_format import Turn, with_system_text
 from app.core.schema import check_enforceable, check_valid, nest
 
 
@@ -29,6 +36,82 @@ class FunctionTool:
     parameters: dict[str, Any]  # JSON schema, checked (app/core/schema.py)
 
 
+class CallParser(Protocol):
+    """Reads a reply as it is generated and tells text from calls (ToolEvents)."""
+
+    text_mode: bool  # not a call: everything passes through
+    done: bool  # nothing more belongs to this reply
+
+    @property
+    def called(self) -> bool: ...
+
+    def feed(self, text: str) -> list[ToolEvent]: ...
+
+    def close(self) -> list[ToolEvent]: ...
+
+
+class ToolFormat(Protocol):
+    """How one model is told about tools, reads earlier calls and results, and writes its
+    calls: chosen per model from its chat template (`tool_format_for`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def constraint(
+        self, tools: Sequence[FunctionTool], max_calls: int
+    ) -> tuple[str | None, str | None]:
+        """The grammar of a forced reply: (JSON schema, structural tag); one is set."""
+        ...
+
+    def parser(self, plan: ToolPlan, new_id: Callable[[], str]) -> CallParser: ...
+
+    def call_turn(self, text: str, calls: Sequence[tuple[str, str]]) -> Turn:
+        """An assistant's earlier reply: its text, then its calls (name, arguments JSON)."""
+        ...
+
+    def result_turn(self, name: str, content: str) -> Turn:
+        """A function's result, as the model reads it."""
+        ...
+
+    def describe(self, turns: list[Turn], plan: ToolPlan | None) -> list[Turn]:
+        """The conversation with the tools described in it, when the format does that."""
+        ...
+
+    def template_tools(self, plan: ToolPlan | None) -> list[dict[str, Any]] | None:
+        """The tools as the chat template takes them, when the template describes them."""
+        ...
+
+
+@dataclass(frozen=True)
+class OvchatFormat:
+    """ovchat's own format, for templates that know no tools (docs/TOOLS.md)."""
+
+    name: str = "ovchat"
+
+    def constraint(
+        self, tools: Sequence[FunctionTool], max_calls: int
+    ) -> tuple[str | None, str | None]:
+        return json.dumps(calls_schema(tools, max_calls)), None
+
+    def parser(self, plan: ToolPlan, new_id: Callable[[], str]) -> CallParser:
+        return ToolCallParser(plan, new_id)
+
+    def call_turn(self, text: str, calls: Sequence[tuple[str, str]]) -> Turn:
+        return Turn("assistant", (text + "\n" if text else "") + render_calls(calls))
+
+    def result_turn(self, name: str, content: str) -> Turn:
+        return Turn("user", render_result(name, content))
+
+    def describe(self, turns: list[Turn], plan: ToolPlan | None) -> list[Turn]:
+        return turns if plan is None else with_system_text(turns, plan.system_text())
+
+    def template_tools(self, plan: ToolPlan | None) -> list[dict[str, Any]] | None:
+        return None
+
+
+OVCHAT_FORMAT = OvchatFormat()
+
+
 @dataclass(frozen=True)
 class ToolPlan:
     """What a request's tools mean for this generation."""
@@ -36,11 +119,19 @@ class ToolPlan:
     tools: tuple[FunctionTool, ...]  # the ones described to the model and callable
     forced: bool  # `required` or a named function: the reply must be a call
     max_calls: int
-    grammar: str | None  # JSON schema of the reply, for forced calls
+    grammar: str | None  # JSON schema of a forced reply, in a format that has one
+    structural_tag: str | None = None  # a forced reply's grammar as genai's structural tag
+    format: ToolFormat = field(default=OVCHAT_FORMAT)
 
     @property
     def names(self) -> frozenset[str]:
         return frozenset(tool.name for tool in self.tools)
+
+    def parser(self, new_id: Callable[[], str] = new_call_id) -> CallParser:
+        return self.format.parser(self, new_id)
+
+    def template_tools(self) -> list[dict[str, Any]] | None:
+        return self.format.template_tools(self)
 
     def system_text(self) -> str:
         specs = [
@@ -85,6 +176,7 @@ def plan_offered(
     one_call: bool,
     max_calls: int,
     name: str | None = None,
+    format: ToolFormat = OVCHAT_FORMAT,
 ) -> ToolPlan | None:
     """`plan_tools` for what a request sent, every dialect alike. Every schema must be valid
     JSON Schema (SchemaError); those a forced call is constrained by must also be
@@ -100,7 +192,7 @@ def plan_offered(
         else:
             check_enforceable(parameters, tool.param)
         functions.append(FunctionTool(tool.name, tool.description, parameters))
-    return plan_tools(functions, mode, one_call, max_calls, name)
+    return plan_tools(functions, mode, one_call, max_calls, name, format)
 
 
 def plan_tools(
@@ -109,6 +201,7 @@ def plan_tools(
     one_call: bool,
     max_calls: int,
     name: str | None = None,
+    format: ToolFormat = OVCHAT_FORMAT,
 ) -> ToolPlan | None:
     """`auto`: the model may call any of `tools`; `required`: it must; `named`: it must
     call the function `name`, once."""
@@ -117,8 +210,15 @@ def plan_tools(
     chosen = tuple(t for t in tools if t.name == name) if mode == "named" else tuple(tools)
     calls = 1 if one_call or mode == "named" else max_calls
     forced = mode != "auto"
-    grammar = json.dumps(calls_schema(chosen, calls)) if forced else None
-    return ToolPlan(tools=chosen, forced=forced, max_calls=calls, grammar=grammar)
+    grammar, structural_tag = format.constraint(chosen, calls) if forced else (None, None)
+    return ToolPlan(
+        tools=chosen,
+        forced=forced,
+        max_calls=calls,
+        grammar=grammar,
+        structural_tag=structural_tag,
+        format=format,
+    )
 
 
 def calls_schema(tools: Sequence[FunctionTool], max_calls: int) -> dict[str, Any]:
@@ -157,7 +257,7 @@ def calls_schema(tools: Sequence[FunctionTool], max_calls: int) -> dict[str, Any
 def render_calls(calls: Sequence[tuple[str, str]]) -> str:
     """Earlier calls of the assistant, (name, arguments JSON text), in the shape the model
     is asked to produce."""
-    items = [{"name": name, "arguments": _loads_or_text(arguments)} for name, arguments in calls]
+    items = [{"name": name, "arguments": loads_or_text(arguments)} for name, arguments in calls]
     return json.dumps({"tool_calls": items}, ensure_ascii=False)
 
 
@@ -166,7 +266,7 @@ def render_result(name: str, content: str) -> str:
     return f"Result of {name}: {content}"
 
 
-def _loads_or_text(arguments: str) -> Any:
+def loads_or_text(arguments: str) -> Any:
     try:
         return json.loads(arguments)
     except ValueError:

@@ -28,12 +28,12 @@ from app.core.sampling import (
 from app.core.schema import SchemaError, check_enforceable
 from app.core.sse import Frame, TextFrames, data_frame
 from app.core.tools import (
+    OVCHAT_FORMAT,
     OfferedTool,
+    ToolFormat,
     ToolMode,
     ToolPlan,
     plan_offered,
-    render_calls,
-    render_result,
 )
 from app.errors import ApiError
 from app.protocol.anthropic import (
@@ -79,7 +79,12 @@ def validate(body: MessageCreateRequest, ctx: ModelContext) -> GenerationPlan:
     budget = completion_budget(ctx, len(prompt.ids), body.max_tokens, "messages", too_long)
     sampling = Sampling(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k)
     [params] = engine_params(
-        ctx, sampling, budget, json_schema=prompt.grammar, schema_param=prompt.schema_param
+        ctx,
+        sampling,
+        budget,
+        json_schema=prompt.grammar,
+        structural_tag=prompt.structural_tag,
+        schema_param=prompt.schema_param,
     )
     return GenerationPlan(
         choices=[ChoicePlan(prompt.ids, params)],
@@ -114,23 +119,28 @@ class Prompt:
     tools: ToolPlan | None
     grammar: str | None  # what constrains the reply: a forced call, or output_config.format
     schema_param: str  # where that grammar came from, for the engine's refusal
+    structural_tag: str | None = None  # a forced call's grammar in the template's format
 
 
 def build_prompt(body: PromptRequest, ctx: ModelContext) -> Prompt:
     check_message_count(ctx, len(body.messages), "messages", "messages")
+    tag = None
     try:
         tools = tool_plan(body, ctx)
         if tools is not None and tools.forced:
-            grammar, schema_param = tools.grammar, "tool_choice"
+            grammar, tag, schema_param = tools.grammar, tools.structural_tag, "tool_choice"
         else:
             grammar, schema_param = output_schema(body), "output_config.format"
     except SchemaError as exc:
         raise ApiError(400, str(exc), param=exc.param, code="invalid_value") from exc
     try:
-        ids = ctx.text.encode_chat(to_turns(body, tools))
+        ids = ctx.text.encode_chat(
+            to_turns(body, tools, ctx.text.tool_format),
+            tools=None if tools is None else tools.template_tools(),
+        )
     except PromptError as exc:
         raise ApiError(400, str(exc), param=exc.param) from exc
-    return Prompt(ids, tools, grammar, schema_param)
+    return Prompt(ids, tools, grammar, schema_param, tag)
 
 
 def tool_plan(body: PromptRequest, ctx: ModelContext) -> ToolPlan | None:
@@ -164,6 +174,7 @@ def tool_plan(body: PromptRequest, ctx: ModelContext) -> ToolPlan | None:
         one_call=bool(choice is not None and choice.disable_parallel_tool_use),
         max_calls=ctx.limits.max_tool_calls,
         name=choice.name if isinstance(choice, ToolChoiceTool) else None,
+        format=ctx.text.tool_format,
     )
 
 
@@ -175,11 +186,13 @@ def output_schema(body: PromptRequest) -> str | None:
     return json.dumps(output.format.schema_)
 
 
-def to_turns(body: PromptRequest, tools: ToolPlan | None) -> list[Turn]:
+def to_turns(
+    body: PromptRequest, tools: ToolPlan | None, fmt: ToolFormat = OVCHAT_FORMAT
+) -> list[Turn]:
     """The conversation as the chat template's turns. System text (the `system` field, then
     system messages, in order) and the tools' description open it; consecutive messages of
     one role are one turn, as Anthropic combines them; tool traffic is rendered as the chat
-    dialect renders it (docs/TOOLS.md)."""
+    dialect renders it, in the model's tool format (docs/TOOLS.md)."""
     system = [system_text(body.system)]
     turns: list[Turn] = []
     tool_names: dict[str, str] = {}  # tool_use id -> name, of the calls made so far
@@ -187,13 +200,10 @@ def to_turns(body: PromptRequest, tools: ToolPlan | None) -> list[Turn]:
         if message.role == "system":
             system.append(system_text(message.content))
             continue
-        text = message_text(message, i, tool_names)
-        if turns and turns[-1].role == message.role:
-            turns[-1] = Turn(message.role, _paragraphs([turns[-1].content, text]))
-        else:
-            turns.append(Turn(message.role, text))
+        for turn in message_turns(message, i, tool_names, fmt):
+            _append(turns, turn)
     if turns and turns[-1].role == "assistant":
-        if turns[-1].content:
+        if turns[-1].content or turns[-1].calls:
             raise ApiError(
                 400,
                 "This model does not support assistant message prefill: the conversation "
@@ -202,11 +212,24 @@ def to_turns(body: PromptRequest, tools: ToolPlan | None) -> list[Turn]:
                 code="invalid_request",
             )
         turns.pop()  # an empty final assistant message asks for nothing
-    if tools is not None:
-        system.append(tools.system_text())
     if opening := _paragraphs(system):
         turns.insert(0, Turn("system", opening))
-    return turns
+    return fmt.describe(turns, tools)
+
+
+def _append(turns: list[Turn], turn: Turn) -> None:
+    """Consecutive text of one role is one turn, in paragraphs; a turn that carries calls
+    or a function's result stands alone."""
+    last = turns[-1] if turns else None
+    if (
+        last is not None
+        and last.role == turn.role
+        and turn.role != "tool"
+        and not (last.calls or turn.calls)
+    ):
+        turns[-1] = Turn(turn.role, _paragraphs([last.content, turn.content]))
+    else:
+        turns.append(turn)
 
 
 def system_text(system: str | Sequence[object] | None) -> str:
@@ -216,12 +239,15 @@ def system_text(system: str | Sequence[object] | None) -> str:
     return block_text([block for block in system if isinstance(block, TextBlockParam)])
 
 
-def message_text(message: MessageParam, index: int, tool_names: dict[str, str]) -> str:
-    """An assistant's text then its calls, in the shape it is asked to produce calls in
-    (earlier thinking is dropped); a user's text and tool results, each result introduced
-    by the tool it answers."""
+def message_turns(
+    message: MessageParam, index: int, tool_names: dict[str, str], fmt: ToolFormat
+) -> list[Turn]:
+    """An assistant's text then its calls, as the tool format renders a reply (earlier
+    thinking is dropped); a user's text and tool results, each result as the format
+    renders one, in block order."""
     if isinstance(message.content, str):
-        return message.content
+        return [Turn(message.role, message.content)]
+    turns: list[Turn] = []
     parts: list[str] = []
     calls: list[tuple[str, str]] = []
     for j, block in enumerate(message.content):
@@ -240,12 +266,17 @@ def message_text(message: MessageParam, index: int, tool_names: dict[str, str]) 
                     param=f"messages[{index}].content[{j}].tool_use_id",
                     code="invalid_value",
                 )
+            if parts:
+                _append(turns, Turn(message.role, _paragraphs(parts)))
+                parts = []
             result = block.text()
-            parts.append(render_result(name, f"Error: {result}" if block.is_error else result))
+            _append(turns, fmt.result_turn(name, f"Error: {result}" if block.is_error else result))
     text = _paragraphs(parts)
     if calls:
-        return (text + "\n" if text else "") + render_calls(calls)
-    return text
+        _append(turns, fmt.call_turn(text, calls))
+    elif parts or not turns:
+        _append(turns, Turn(message.role, text))
+    return turns
 
 
 def _paragraphs(parts: list[str]) -> str:

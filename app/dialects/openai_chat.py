@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse, Response
 
-from app.chat_format import PromptError, Turn, with_system_text
+from app.chat_format import PromptError, Turn
 from app.core.generation import ArgumentsOut, CallOut, ChoiceEnd, ChosenToken, Event, TextOut
 from app.core.plan import ChoicePlan, GenerationPlan, ModelContext
 from app.core.run import GenerationRun
@@ -23,12 +23,12 @@ from app.core.sampling import (
 from app.core.schema import SchemaError, check_enforceable
 from app.core.sse import Frame, TextFrames, data_frame
 from app.core.tools import (
+    OVCHAT_FORMAT,
     OfferedTool,
+    ToolFormat,
     ToolMode,
     ToolPlan,
     plan_offered,
-    render_calls,
-    render_result,
 )
 from app.dialects.openai_common import (
     StreamEnds,
@@ -60,6 +60,7 @@ from app.protocol.openai_chat import (
     ToolDefinition,
 )
 from app.protocol.openai_common import Usage
+from app.textmodel import TextModel
 
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
 
@@ -72,15 +73,24 @@ def validate(body: ChatCompletionRequest, ctx: ModelContext) -> GenerationPlan:
     check_message_count(ctx, len(body.messages), "messages", "messages")
     try:
         tools = tool_plan(body.tools, body.tool_choice, body.parallel_tool_calls, ctx)
-        schema = tools.grammar if tools and tools.forced else response_format_schema(body)
+        forced = tools is not None and tools.forced
+        schema = tools.grammar if tools and forced else response_format_schema(body)
+        tag = tools.structural_tag if tools and forced else None
     except SchemaError as exc:
         raise ApiError(400, str(exc), param=exc.param, code="invalid_value") from exc
     try:
-        prompt_ids = ctx.text.encode_chat(to_turns(body.messages, tools))
+        prompt_ids = encode_messages(ctx.text, body.messages, tools)
     except PromptError as exc:
         raise ApiError(400, str(exc), param=exc.param) from exc
     budget = completion_budget(ctx, len(prompt_ids), body.token_limit(), "messages")
-    params = sampling_params(body, ctx, budget, logprobs=bool(body.logprobs), json_schema=schema)
+    params = sampling_params(
+        body,
+        ctx,
+        budget,
+        logprobs=bool(body.logprobs),
+        json_schema=schema,
+        structural_tag=tag,
+    )
     return GenerationPlan(
         choices=[ChoicePlan(prompt_ids, p) for p in params],
         prompt_tokens=len(prompt_ids),
@@ -88,6 +98,20 @@ def validate(body: ChatCompletionRequest, ctx: ModelContext) -> GenerationPlan:
         tools=tools,
         logprobs=bool(body.logprobs),
         schema_param="tools" if tools is not None and tools.forced else "response_format",
+    )
+
+
+def encode_messages(
+    text: TextModel,
+    messages: list[ChatMessage],
+    tools: ToolPlan | None,
+    add_generation_prompt: bool = True,
+) -> list[int]:
+    """The ids a chat request's messages are sent to the model as (what /tokenize answers
+    too), the tools described and the tool traffic rendered in the model's tool format."""
+    turns = to_turns(messages, tools, text.tool_format)
+    return text.encode_chat(
+        turns, add_generation_prompt, None if tools is None else tools.template_tools()
     )
 
 
@@ -114,7 +138,12 @@ def tool_plan(
         for i, tool in enumerate(tools)
     ]
     return plan_offered(
-        offered, mode, one_call=parallel is False, max_calls=ctx.limits.max_tool_calls, name=named
+        offered,
+        mode,
+        one_call=parallel is False,
+        max_calls=ctx.limits.max_tool_calls,
+        name=named,
+        format=ctx.text.tool_format,
     )
 
 
@@ -129,31 +158,28 @@ def response_format_schema(body: ChatCompletionRequest) -> str | None:
     return None
 
 
-def to_turns(messages: list[ChatMessage], tools: ToolPlan | None = None) -> list[Turn]:
-    """The conversation as the chat template's turns: templates know system, user and
-    assistant; a tool result is read by the user side of the conversation, as the model's
-    own call was its reply."""
+def to_turns(
+    messages: list[ChatMessage], tools: ToolPlan | None = None, fmt: ToolFormat = OVCHAT_FORMAT
+) -> list[Turn]:
+    """The conversation as the chat template's turns, tool traffic as the model's tool
+    format has it (app/core/tools.py): in ovchat's own, an assistant's calls in the JSON
+    shape it is asked to produce and a tool's result read by the user side, introduced by
+    the function it answers; in a template's own, as the template renders them."""
     tool_names = {
         call.id: call.function.name for message in messages for call in message.tool_calls or []
     }
     turns = []
     for message in messages:
-        role = {"developer": "system", "tool": "user"}.get(message.role, message.role)
-        turns.append(Turn(role, message_text(message, tool_names)))
-    return turns if tools is None else with_system_text(turns, tools.system_text())
-
-
-def message_text(message: ChatMessage, tool_names: dict[str, str]) -> str:
-    """Tool traffic as text the model can read: an assistant's calls in the same JSON shape
-    it is asked to produce, a tool's result introduced by the function it answers."""
-    if message.role == "assistant" and message.tool_calls:
-        prefix = message.text()
-        calls = render_calls([(c.function.name, c.function.arguments) for c in message.tool_calls])
-        return (prefix + "\n" if prefix else "") + calls
-    if message.role == "tool":
-        name = tool_names.get(message.tool_call_id or "", message.name or "a function")
-        return render_result(name, message.text())
-    return message.text()
+        if message.role == "assistant" and message.tool_calls:
+            calls = [(c.function.name, c.function.arguments) for c in message.tool_calls]
+            turns.append(fmt.call_turn(message.text(), calls))
+        elif message.role == "tool":
+            name = tool_names.get(message.tool_call_id or "", message.name or "a function")
+            turns.append(fmt.result_turn(name, message.text()))
+        else:
+            role = "system" if message.role == "developer" else message.role
+            turns.append(Turn(role, message.text()))
+    return fmt.describe(turns, tools)
 
 
 # ---------------------------------------------------------------------------- renderer

@@ -25,6 +25,7 @@ def sampling_params(
     *,
     logprobs: bool = False,
     json_schema: str | None = None,
+    structural_tag: str | None = None,
 ) -> list[SamplingParams]:
     """The OpenAI sampling fields as engine parameters, one per choice."""
     if body.logit_bias:
@@ -42,7 +43,14 @@ def sampling_params(
         ignore_eos=bool(body.ignore_eos),
     )
     return engine_params(
-        ctx, sampling, max_new_tokens, n=body.n, logprobs=logprobs, json_schema=json_schema
+        ctx,
+        sampling,
+        max_new_tokens,
+        n=body.n,
+        logprobs=logprobs,
+        json_schema=json_schema,
+        structural_tag=structural_tag,
+        schema_param="tools" if structural_tag is not None else "response_format",
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from fastapi.responses import JSONResponse, Response
 
-from app.chat_format import PromptError, Turn, with_system_text
+from app.chat_format import PromptError, Turn
 from app.core.generation import ArgumentsOut, CallOut, ChoiceEnd, ChosenToken, Event, TextOut
 from app.core.plan import ChoicePlan, GenerationPlan, ModelContext
 from app.core.run import GenerationRun, new_id, now
@@ -31,12 +31,12 @@ from app.core.sampling import (
 from app.core.schema import SchemaError, check_enforceable
 from app.core.sse import Frame, line_safe
 from app.core.tools import (
+    OVCHAT_FORMAT,
     OfferedTool,
+    ToolFormat,
     ToolMode,
     ToolPlan,
     plan_offered,
-    render_calls,
-    render_result,
 )
 from app.errors import ApiError
 from app.protocol.openai_common import as_list
@@ -139,6 +139,7 @@ def validate(body: CreateResponse, ctx: ModelContext, history: list[InputItem]) 
         budget,
         logprobs=logprobs,
         json_schema=tools.grammar if tools is not None and forced else schema,
+        structural_tag=tools.structural_tag if tools is not None and forced else None,
         schema_param=schema_param,
     )
     plan = GenerationPlan(
@@ -174,7 +175,10 @@ def encode(
     truncated = 0
     while True:
         try:
-            ids = ctx.text.encode_chat(to_turns(items, body.instructions, tools, namespaces))
+            turns = to_turns(items, body.instructions, tools, namespaces, ctx.text.tool_format)
+            ids = ctx.text.encode_chat(
+                turns, tools=None if tools is None else tools.template_tools()
+            )
         except PromptError as exc:
             raise ApiError(400, str(exc), param=exc.param or "input") from exc
         if body.truncation != "auto" or len(ids) + reserve <= ctx.text.context_length:
@@ -321,6 +325,7 @@ def tool_plan(
         one_call=body.parallel_tool_calls is False,
         max_calls=ctx.limits.max_tool_calls,
         name=named,
+        format=ctx.text.tool_format,
     )
     return plan, namespaces
 
@@ -330,10 +335,11 @@ def to_turns(
     instructions: str | None,
     tools: ToolPlan | None,
     namespaces: dict[str, tuple[str | None, str]],
+    fmt: ToolFormat = OVCHAT_FORMAT,
 ) -> list[Turn]:
     """The conversation as the chat template's turns. A run of function calls is one
-    assistant reply (with the text before it), in the shape the model is asked to produce;
-    a call's output is read by the user side, introduced by the function it answers."""
+    assistant reply (with the text before it), and a call's output a function's result,
+    as the model's tool format renders them (app/core/tools.py)."""
     qualified = {v: k for k, v in namespaces.items()}
     names = {}
     turns: list[Turn] = [Turn("system", instructions)] if instructions else []
@@ -343,8 +349,7 @@ def to_turns(
     def flush() -> None:
         nonlocal pending_text
         if pending_calls:
-            calls = render_calls(pending_calls)
-            turns.append(Turn("assistant", f"{pending_text}\n{calls}" if pending_text else calls))
+            turns.append(fmt.call_turn(pending_text or "", pending_calls))
             pending_calls.clear()
         elif pending_text is not None:
             turns.append(Turn("assistant", pending_text))
@@ -368,10 +373,10 @@ def to_turns(
             turns.append(Turn(role, message_text(item.content)))
         elif isinstance(item, FunctionCallOutput):
             output = item.output if isinstance(item.output, str) else message_text(item.output)
-            turns.append(Turn("user", render_result(names.get(item.call_id, "a function"), output)))
+            turns.append(fmt.result_turn(names.get(item.call_id, "a function"), output))
         # Reasoning items carry a reasoning model's state; this model has none to read.
     flush()
-    return turns if tools is None else with_system_text(turns, tools.system_text())
+    return fmt.describe(turns, tools)
 
 
 def message_text(content: str | list[Any]) -> str:

@@ -10,6 +10,15 @@ from typing import Literal, Protocol
 EngineFinish = Literal["stop", "length"]
 
 
+GrammarKind = Literal["json_schema", "structural_tag"]
+
+
+@dataclass(frozen=True, slots=True)
+class Grammar:
+    kind: GrammarKind
+    text: str
+
+
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
     max_new_tokens: int
@@ -27,9 +36,21 @@ class SamplingParams:
     min_p: float = 0.0
     logprobs: bool = False  # report each chosen token's log-probability
     json_schema: str | None = None  # constrain the output to JSON valid against it
+    # Or to this structural tag (xgrammar's JSON form, as genai takes it): a forced call
+    # in a chat template's own format, tags and all.
+    structural_tag: str | None = None
 
     def with_seed(self, seed: int) -> SamplingParams:
         return replace(self, seed=seed)
+
+    @property
+    def grammar(self) -> Grammar | None:
+        """What constrains the output, as the engine's grammar compiler is given it."""
+        if self.structural_tag is not None:
+            return Grammar("structural_tag", self.structural_tag)
+        if self.json_schema is not None:
+            return Grammar("json_schema", self.json_schema)
+        return None
 
     @property
     def greedy(self) -> bool:

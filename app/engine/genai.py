@@ -78,8 +78,9 @@ class GenaiEngine:
         await self._attach()
 
     async def check(self, params: SamplingParams) -> None:
-        if params.json_schema is not None:
-            await self.grammars.check(params.json_schema)
+        grammar = params.grammar
+        if grammar is not None:
+            await self.grammars.check(grammar)
 
     async def _spawn(self) -> None:
         self._launch()

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from app.engine.base import EngineFinish, SamplingParams
+from app.engine.grammar_check import structured_output_config
 from app.engine.kv_window import EvictionAreas, kv_block_size, model_window
 from app.engine.messages import (
     AddRequest,
@@ -100,10 +101,9 @@ def generation_config(params: SamplingParams) -> Any:
         config.min_p = params.min_p
     if params.logprobs:
         config.logprobs = 1
-    if params.json_schema is not None:
-        config.structured_output_config = ov_genai.StructuredOutputConfig(
-            json_schema=params.json_schema
-        )
+    grammar = params.grammar
+    if grammar is not None:
+        config.structured_output_config = structured_output_config(grammar)
     config.presence_penalty = params.presence_penalty
     config.frequency_penalty = params.frequency_penalty
     config.repetition_penalty = params.repetition_penalty
@@ -241,11 +241,11 @@ class _Request:
 
     @property
     def unproven(self) -> bool:
-        return self.params.json_schema is not None and not self.sampled
+        return self.params.grammar is not None and not self.sampled
 
     def resumable(self) -> tuple[list[int], SamplingParams]:
         """The prompt and parameters that continue this request from where it is."""
-        if self.params.json_schema is not None or not self.delivered:
+        if self.params.grammar is not None or not self.delivered:
             self.replaying = bool(self.delivered)
             self.replayed = 0
             return self.prompt_ids, self.params

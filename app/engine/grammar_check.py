@@ -31,7 +31,7 @@ from multiprocessing.queues import Queue
 from pathlib import Path
 from typing import Any
 
-from app.engine.base import RequestRejected
+from app.engine.base import Grammar, RequestRejected
 from app.engine.messages import CheckGrammar, EngineFailed, EngineReady, GrammarVerdict, StopEngine
 
 logger = logging.getLogger(__name__)
@@ -147,6 +147,15 @@ def reason_of(exc: BaseException) -> str:
     return text[:300] or type(exc).__name__
 
 
+def structured_output_config(grammar: Grammar) -> Any:
+    """genai's constraint for a grammar: the engine and the probe build it alike."""
+    import openvino_genai as ov_genai
+
+    if grammar.kind == "structural_tag":
+        return ov_genai.StructuredOutputConfig(structural_tags_config=grammar.text)
+    return ov_genai.StructuredOutputConfig(json_schema=grammar.text)
+
+
 def run_checker(model_path: str, inbox: Queue[Any], out: Connection) -> None:
     """The probe process: compiles one grammar at a time, answers with a verdict."""
     from app.logs import configure
@@ -184,9 +193,7 @@ def run_checker(model_path: str, inbox: Queue[Any], out: Connection) -> None:
             config = ov_genai.GenerationConfig()
             config.max_new_tokens = 1
             config.do_sample = False
-            config.structured_output_config = ov_genai.StructuredOutputConfig(
-                json_schema=message.json_schema
-            )
+            config.structured_output_config = structured_output_config(message.grammar)
             started = time.perf_counter()
             error: str | None = None
             handle = pipe.add_request(next(ids), prompt, config)
@@ -214,10 +221,10 @@ class GrammarChecker:
         self._inbox: Any = None
         self._reader: Any = None
         self._ready: asyncio.Future[bool] | None = None
-        self._pending: dict[int, tuple[str, asyncio.Future[str | None]]] = {}
+        self._pending: dict[int, tuple[Grammar, asyncio.Future[str | None]]] = {}
         self._keys = itertools.count(1)
-        self._verdicts: OrderedDict[str, str | None] = OrderedDict()
-        self._compiling: dict[str, asyncio.Future[str | None]] = {}
+        self._verdicts: OrderedDict[Grammar, str | None] = OrderedDict()
+        self._compiling: dict[Grammar, asyncio.Future[str | None]] = {}
         self._lock = asyncio.Lock()  # one grammar at a time, so a timeout names its grammar
         self.compiled = 0
         self.refused = 0
@@ -277,38 +284,40 @@ class GrammarChecker:
                 self._reader.close()
             self._reader = None
 
-    async def check(self, json_schema: str) -> None:
+    async def check(self, grammar: Grammar | str) -> None:
         """Raises RequestRejected when the engine could not compile this grammar. The probe
         starts with the first grammar (about 1.5 s, once): a server that is never sent one
-        never pays its memory (about 150 MB with the default model)."""
+        never pays its memory (about 150 MB with the default model). A bare string is a
+        JSON schema."""
+        wanted = grammar if isinstance(grammar, Grammar) else Grammar("json_schema", grammar)
         if self._process is None and not self._closing:
             self.start()
-        error = self._verdicts.get(json_schema, _UNKNOWN)
+        error = self._verdicts.get(wanted, _UNKNOWN)
         if error is _UNKNOWN:
             # The compile goes on if this caller goes (its client left): the next grammar
             # must not be timed from a compile still running in the probe.
-            compiling = self._compiling.get(json_schema)
+            compiling = self._compiling.get(wanted)
             if compiling is None:
-                compiling = asyncio.ensure_future(self._verdict(json_schema))
-                self._compiling[json_schema] = compiling
-                compiling.add_done_callback(lambda _: self._compiling.pop(json_schema, None))
+                compiling = asyncio.ensure_future(self._verdict(wanted))
+                self._compiling[wanted] = compiling
+                compiling.add_done_callback(lambda _: self._compiling.pop(wanted, None))
             error = await asyncio.shield(compiling)
         else:
-            self._verdicts.move_to_end(json_schema)
+            self._verdicts.move_to_end(wanted)
         if error is not None:
             raise RequestRejected(str(error))
 
-    async def _verdict(self, json_schema: str) -> str | None:
+    async def _verdict(self, grammar: Grammar) -> str | None:
         async with self._lock:
-            return await self._compile(json_schema)
+            return await self._compile(grammar)
 
-    async def _compile(self, json_schema: str) -> str | None:
+    async def _compile(self, grammar: Grammar) -> str | None:
         if not await self._wait_ready():
             return None  # no probe: the engine's own isolation is what is left
         key = next(self._keys)
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._pending[key] = (json_schema, future)
-        self._inbox.put(CheckGrammar(key, json_schema))
+        self._pending[key] = (grammar, future)
+        self._inbox.put(CheckGrammar(key, grammar))
         try:
             error = await asyncio.wait_for(future, self._timeout_s)
         except TimeoutError:
@@ -330,7 +339,7 @@ class GrammarChecker:
             self.compiled += 1
         else:
             self.refused += 1
-        self._verdicts[json_schema] = error  # the compiler's own verdict: it stands
+        self._verdicts[grammar] = error  # the compiler's own verdict: it stands
         if len(self._verdicts) > _CACHED_VERDICTS:
             self._verdicts.popitem(last=False)
         return error

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.engine.base import EngineFinish, SamplingParams
+from app.engine.base import EngineFinish, Grammar, SamplingParams
 
 # ---------------------------------------------------------------------------- to the engine
 
@@ -110,7 +110,7 @@ FromEngine = (
 @dataclass(frozen=True, slots=True)
 class CheckGrammar:
     key: int
-    json_schema: str
+    grammar: Grammar
 
 
 @dataclass(frozen=True, slots=True)
