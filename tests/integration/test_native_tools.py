@@ -163,6 +163,12 @@ def test_the_prompt_is_the_templates_rendering(qwen2_server: Server) -> None:
     assert "<tools>" in rendered and "<tool_response>" in rendered
     ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
     assert completion.usage is not None and completion.usage.prompt_tokens == len(ids)
+    # vLLM's /tokenize gives the very ids chat sends.
+    tokenized = httpx.post(
+        f"{qwen2_server.url}/tokenize",
+        json={"model": MODEL, "messages": messages, "tools": TOOLS},
+    ).json()
+    assert tokenized["tokens"] == ids
 
 
 def test_a_forced_call_through_anthropic_messages(qwen2_server: Server) -> None:
