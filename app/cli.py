@@ -16,7 +16,13 @@ from app.settings import Settings
 
 logger = logging.getLogger("app.cli")
 
-MODELS = ("default", "tiny-phi3", "tiny-phi3-window", "phi3-shaped")
+MODELS = (
+    "default",
+    "tiny-phi3",
+    "tiny-phi3-window",
+    "phi3-shaped",
+    "qwen2.5-coder-1.5b-instruct",
+)
 
 
 def flag(name: str) -> str:
@@ -90,7 +96,8 @@ def parser() -> argparse.ArgumentParser:
         choices=MODELS,
         help="default: SmolLM2-135M-Instruct; "
         "tiny-phi3: the test model; tiny-phi3-window: a test model with a 64-token "
-        "attention window; phi3-shaped: Phi-3-mini sizes, random weights",
+        "attention window; phi3-shaped: Phi-3-mini sizes, random weights; "
+        "qwen2.5-coder-1.5b-instruct: the real 1.5B chat model (1.1 GB download)",
     )
     build.add_argument("--force", action="store_true", help="Rebuild even if complete")
     build.add_argument("--model-store", type=Path, default=None, help="Model store folder")
@@ -133,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.model_command == "list":
         from app.modelstore import store
 
-        for entry in sorted(p for p in store_dir.iterdir() if p.is_dir()):
+        # Dot folders are caches (the wheels a build downloads), not models.
+        entries = (p for p in store_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        for entry in sorted(entries):
             folder = store.model_dir(store_dir, entry.name)
             state = "ready" if store.is_complete(folder) else "incomplete"
             print(f"{entry.name}\t{state}\t{folder}")
@@ -146,6 +155,10 @@ def build_model(name: str, store_dir: Path, force: bool = False) -> int:
         from app.modelstore import smollm2
 
         smollm2.build(store_dir, force=force)
+    elif name == "qwen2.5-coder-1.5b-instruct":
+        from app.modelstore import qwen_coder
+
+        qwen_coder.build(store_dir, force=force)
     else:
         from app.modelstore import tiny_phi3
 
