@@ -81,6 +81,7 @@ test-image: model
 	bash docker/test-image.sh
 
 # Every contender on the same workloads in one run; writes docs/BENCHMARKS.md and its plot.
+# ARGS="--qwen" adds the real 1.5B model (built if missing), ARGS="--reuse --qwen" only it.
 bench: model
 	$(BIN)/python bench/run.py $(ARGS)
 
