@@ -23,6 +23,7 @@ TAIL_LINES = 40
 # Lines that say what a tool is doing, as opposed to warnings and the source lines Python
 # quotes under them: the progress line shows the latest of these.
 _NOISE = re.compile(r"warn|^\s|^\W*$|deprecat", re.IGNORECASE)
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def progress(total: float | None, desc: str, unit: str = "B", bar_format: str | None = None) -> Any:
@@ -71,9 +72,9 @@ def run_logged(cmd: Sequence[str], log: Path, desc: str) -> int:
             pending += chunk
             *lines, pending = re.split(rb"[\r\n]", pending)
             for raw in lines:
-                line = raw.decode(errors="replace").strip("\x1b[0123456789;mK ")
-                if line and not _NOISE.search(raw.decode(errors="replace")):
-                    bar.set_postfix_str(line[:60], refresh=False)
+                line = _ANSI.sub("", raw.decode(errors="replace"))
+                if not _NOISE.search(line):
+                    bar.set_postfix_str(line.strip()[:60], refresh=False)
                 bar.update(1)
         returncode = process.wait()
     elapsed = time.monotonic() - started

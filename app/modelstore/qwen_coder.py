@@ -43,8 +43,8 @@ STAGES = 4
 # whose turns never end or whose tool calls tokenize as several pieces.
 ENDOFTEXT_ID = 151643
 IM_END_ID = 151645
-TOOL_CALL_IDS = {"<tool_call>": 151657, "</tool_call>": 151658}
-GENERATION_EOS = [IM_END_ID, ENDOFTEXT_ID]
+TOOL_CALL_IDS = (("<tool_call>", 151657), ("</tool_call>", 151658))
+GENERATION_EOS = (IM_END_ID, ENDOFTEXT_ID)
 CONTEXT_LENGTH = 32768
 
 # llama.cpp's token types in `tokenizer.ggml.token_type`.
@@ -225,7 +225,7 @@ def verify_tokenizer(folder: Path, gguf: Path) -> None:
     problems = []
     if tokenizer.eos_token_id != IM_END_ID:
         problems.append(f"eos is {tokenizer.eos_token!r} ({tokenizer.eos_token_id})")
-    for text, token_id in {"<|im_end|>": IM_END_ID, **TOOL_CALL_IDS}.items():
+    for text, token_id in (("<|im_end|>", IM_END_ID), *TOOL_CALL_IDS):
         ids = tokenizer.encode(text, add_special_tokens=False)
         if ids != [token_id]:
             problems.append(f"{text} encodes as {ids}, expected [{token_id}]")
@@ -253,7 +253,7 @@ def convert(gguf: Path, folder: Path) -> None:
     model.config.bos_token_id = ENDOFTEXT_ID
     model.config.pad_token_id = ENDOFTEXT_ID
     model.generation_config = GenerationConfig(
-        bos_token_id=ENDOFTEXT_ID, eos_token_id=GENERATION_EOS, pad_token_id=ENDOFTEXT_ID
+        bos_token_id=ENDOFTEXT_ID, eos_token_id=list(GENERATION_EOS), pad_token_id=ENDOFTEXT_ID
     )
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
