@@ -21,6 +21,7 @@ logger = logging.getLogger("app.cli")
 MODELS = (
     "default",
     "all-minilm-l6-v2",
+    "qwen2.5-coder-1.5b-instruct",
     "tiny-phi3",
     "tiny-phi3-window",
     "tiny-qwen2",
@@ -107,7 +108,8 @@ def parser() -> argparse.ArgumentParser:
         "tiny-phi3: the test model; tiny-phi3-window: a test model with a 64-token "
         "attention window; tiny-qwen2: a Qwen2-shaped test model with Qwen2.5-Coder's "
         "chat template (tools); phi3-shaped: Phi-3-mini sizes, random weights; "
-        "all-minilm-l6-v2: the embedding model (sentence-transformers all-MiniLM-L6-v2)",
+        "all-minilm-l6-v2: the embedding model (sentence-transformers all-MiniLM-L6-v2); "
+        "qwen2.5-coder-1.5b-instruct: the real 1.5B chat model (1.1 GB download)",
     )
     build.add_argument("--force", action="store_true", help="Rebuild even if complete")
     build.add_argument("--model-store", type=Path, default=None, help="Model store folder")
@@ -150,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.model_command == "list":
         from app.modelstore import store
 
-        for entry in sorted(p for p in store_dir.iterdir() if p.is_dir()):
+        # Dot folders are caches (the wheels a build downloads), not models.
+        entries = (p for p in store_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        for entry in sorted(entries):
             folder = store.model_dir(store_dir, entry.name)
             state = "ready" if store.is_complete(folder) else "incomplete"
             print(f"{entry.name}\t{store.kind_of(folder)}\t{state}\t{folder}")
@@ -167,6 +171,10 @@ def build_model(name: str, store_dir: Path, force: bool = False) -> int:
         from app.modelstore import minilm
 
         minilm.build(store_dir, force=force)
+    elif name == "qwen2.5-coder-1.5b-instruct":
+        from app.modelstore import qwen_coder
+
+        qwen_coder.build(store_dir, force=force)
     elif name == "tiny-qwen2":
         from app.modelstore import tiny_qwen2
 

@@ -556,9 +556,11 @@ def contender_http(
     prompt_set: dict[str, str],
     extra: dict[str, Any] | None,
     logs: Path,
+    levels: list[int] = LEVELS,
+    log_name: str | None = None,
 ) -> tuple[list[LevelResult], dict[str, Any]]:
     ready_url = f"{url}/health" if name.startswith("ovchat") else f"{url}/v1/models"
-    with server(cmd, ready_url, logs / f"{name}.log") as (ready_s, pid):
+    with server(cmd, ready_url, logs / f"{log_name or name}.log") as (ready_s, pid):
         rss = RssSampler(pid)
         stream = http_stream(url, "bench", extra=extra)
 
@@ -567,7 +569,7 @@ def contender_http(
                 pass
 
         results = asyncio.run(
-            sweep(name, stream, prompt_set, LEVELS, OUT_TOKENS, requests_for, warm)
+            sweep(name, stream, prompt_set, levels, OUT_TOKENS, requests_for, warm)
         )
         peak = rss.stop()
     return results, {"ready_s": ready_s, "peak_rss_mb": peak / 1e6}
@@ -616,6 +618,46 @@ def phi3_shaped(bandwidth: float, logs: Path) -> dict[str, Any]:
         "contexts": full_contexts_probe(model, logs),
         "window_cache": window_cache(model),
     }
+
+
+QWEN_LEVELS = [1, 4, 8]
+
+
+def qwen_coder(bandwidth: float, logs: Path, levels: list[int]) -> dict[str, Any]:
+    """The real 1.5B chat model, Qwen2.5-Coder-1.5B-Instruct int4, and llama.cpp's server
+    on the Q4_K_M GGUF it is made from (when built): what a user of a realistic model sees,
+    where the default 135M model is too small to be memory-bound the same way."""
+    from app.modelstore import qwen_coder as recipe
+    from app.modelstore import store
+
+    # Built in a process of its own (the conversion peaks at ~11 GB); a no-op once built.
+    subprocess.run(
+        [sys.executable, "-m", "app", "model", "build", recipe.NAME], check=True, cwd=ROOT
+    )
+    model = store.model_dir(ROOT / "model_store", recipe.NAME)
+    weights = weights_read_per_token(model)
+    prompt = {"short": "Write a short story about a lighthouse keeper."}
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    contenders = {"ovchat-genai": ovchat_cmd(model, port)}
+    llama_server = ROOT / ".venv-llamacpp" / "bin" / "llama-server"
+    if llama_server.exists():
+        cmd = llama_server_cmd(llama_server, str(recipe.gguf_file(ROOT / "model_store")), port)
+        contenders["llama-server"] = cmd
+    section: dict[str, Any] = {
+        "weights_mb": weights / 1e6,
+        "ceiling_tok_s": bandwidth * 1e9 / weights,
+        "contenders": {},
+    }
+    if not llama_server.exists():
+        section["contenders"]["llama-server"] = {"skipped": "not built: run `make bench-llamacpp`"}
+    for name, cmd in contenders.items():
+        results, info = contender_http(
+            name, cmd, url, prompt, EXTRA[name], logs, levels=levels, log_name=f"qwen-{name}"
+        )
+        section["contenders"][name] = info | {"levels": [asdict(r) for r in results]}
+    print(json.dumps({"qwen": section}), flush=True)
+    return section
 
 
 def window_cache(model: Path) -> dict[str, Any]:
@@ -762,12 +804,24 @@ def main() -> int:
     parser.add_argument("--skip", default="", help="comma-separated contenders to skip")
     parser.add_argument("--phi3", action="store_true", help="also the Phi-3-mini-shaped model")
     parser.add_argument(
+        "--qwen",
+        action="store_true",
+        help="also the real 1.5B model, Qwen2.5-Coder-1.5B-Instruct (built if missing: "
+        "1.1 GB download, a few minutes), against llama-server on its GGUF when built",
+    )
+    parser.add_argument(
+        "--qwen-levels",
+        default=",".join(map(str, QWEN_LEVELS)),
+        help="concurrency levels for --qwen (comma-separated)",
+    )
+    parser.add_argument(
         "--sweep", action="store_true", help="also the engine settings sweep (~6 min)"
     )
     parser.add_argument(
         "--reuse",
         action="store_true",
-        help="keep the last run's results (bench/results/latest.json), measure only --phi3",
+        help="keep the last run's results (bench/results/latest.json), measure only --phi3 "
+        "and --qwen",
     )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -880,6 +934,12 @@ def main() -> int:
         )
     if args.phi3:
         extras["phi3-shaped"] = phi3_shaped(extras["machine"]["bandwidth_gbs"], logs)
+        (RESULTS / "latest.json").write_text(
+            json.dumps({"extras": extras, "results": [asdict(r) for r in results]}, indent=2)
+        )
+    if args.qwen:
+        levels = [int(level) for level in args.qwen_levels.split(",")]
+        extras["qwen2.5-coder-1.5b"] = qwen_coder(extras["machine"]["bandwidth_gbs"], logs, levels)
         (RESULTS / "latest.json").write_text(
             json.dumps({"extras": extras, "results": [asdict(r) for r in results]}, indent=2)
         )

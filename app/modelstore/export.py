@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from app.modelstore import store
+from app.modelstore import buildlog, store
 
 logger = logging.getLogger(__name__)
 
@@ -81,11 +80,14 @@ def export_model(
     cmd = export_command(source, partial, flags, trust_remote_code)
     logger.info("Exporting %s -> %s", source, output)
     logger.info("Running: %s", " ".join(cmd))
+    # optimum-cli writes pages of TracerWarnings per export: they go to this log, shown
+    # (its tail) only when the export fails.
+    log = output.with_name(output.name + ".export.log")
     started = time.monotonic()
-    result = subprocess.run(cmd, check=False)
-    if result.returncode != 0:
+    returncode = buildlog.run_logged(cmd, log, "optimum-cli export")
+    if returncode != 0:
         store.discard(partial)
-        raise RuntimeError(f"optimum-cli export failed with exit code {result.returncode}")
+        raise RuntimeError(f"optimum-cli export failed with exit code {returncode}: see {log}")
     if prepare is not None:
         prepare(partial)
     # Checked after `prepare`: what it adds (sentence-transformers' config) decides which
