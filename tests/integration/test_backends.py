@@ -88,7 +88,7 @@ def test_optimum_serves_one_at_a_time_in_order(tiny_optimum_server: Server) -> N
     def poll() -> None:
         while polling.is_set():
             metrics = httpx.get(f"{url}/metrics").text
-            found = re.search(r"^ovchat_requests_waiting (\S+)", metrics, re.M)
+            found = re.search(r'^ovchat_requests_waiting\{model="[^"]+"\} (\S+)', metrics, re.M)
             waiting.append(float(found.group(1)) if found else -1.0)
             time.sleep(0.02)
 

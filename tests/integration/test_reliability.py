@@ -256,7 +256,7 @@ def test_engine_death_is_reported_and_recovered(server_logs: Path, tiny_model_di
             target=lambda: result.append(stream_tokens(server.url, body(**LONG)))
         )
         thread.start()
-        assert wait_until(lambda: health(server)["engine_running"] == 1, 10)
+        assert wait_until(lambda: health(server)["models"][server.model]["engine_running"] == 1, 10)
         seen: list[int] = []
         watching = threading.Event()
         watching.set()
@@ -312,7 +312,7 @@ def test_disconnect_storm(server_logs: Path, tiny_model_dir: Path) -> None:
             outcomes = list(pool.map(client, range(40)))
         assert outcomes.count("done") == 24
         assert outcomes.count("truncated") == 0
-        assert wait_until(lambda: health(server)["engine_running"] == 0, 2)
+        assert wait_until(lambda: health(server)["models"][server.model]["engine_running"] == 0, 2)
         assert wait_until(lambda: health(server)["in_flight"] == 0, 2)
         assert not re.search(r"/v1/chat/completions 5\d\d ", server.log_text())
         assert process.num_threads() <= threads_before + 2
