@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import psutil
 
@@ -30,16 +31,20 @@ def process_memory(pid: int | None) -> int | None:
         return None
 
 
-@dataclass
-class GenerationModel:
-    """A chat/completions model, loaded: its engine, its tokenizer, its own admission."""
+class _Process(Protocol):
+    name: str
 
-    id: str
-    engine: Engine
-    text: TextModel
+    def is_ready(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class _InItsOwnEngine:
+    """What every loaded model does the same way: admission of its own, an engine of its
+    own (app/pool.Loaded)."""
+
+    engine: _Process
     admission: Admission
-    context: ModelContext
-    system_fingerprint: str
 
     @property
     def engine_name(self) -> str:
@@ -50,6 +55,24 @@ class GenerationModel:
 
     def is_ready(self) -> bool:
         return self.engine.is_ready()
+
+    def drain(self) -> None:
+        self.admission.draining = True
+
+    async def close(self) -> None:
+        await self.engine.close()
+
+
+@dataclass
+class GenerationModel(_InItsOwnEngine):
+    """A chat/completions model, loaded: its engine, its tokenizer, its own admission."""
+
+    id: str
+    engine: Engine
+    text: TextModel
+    admission: Admission
+    context: ModelContext
+    system_fingerprint: str
 
     def stats(self) -> EngineStats:
         return self.engine.stats()
@@ -60,15 +83,9 @@ class GenerationModel:
     def memory_bytes(self) -> int | None:
         return process_memory(self.engine.pid())
 
-    def drain(self) -> None:
-        self.admission.draining = True
-
-    async def close(self) -> None:
-        await self.engine.close()
-
 
 @dataclass
-class EmbeddingModel:
+class EmbeddingModel(_InItsOwnEngine):
     """An embedding model, loaded: its engine process, what the server needs to tokenize
     and check inputs, and its own admission (one slot per request)."""
 
@@ -76,16 +93,6 @@ class EmbeddingModel:
     engine: EmbeddingEngine
     info: EmbeddingModelInfo
     admission: Admission
-
-    @property
-    def engine_name(self) -> str:
-        return self.engine.name
-
-    def in_flight(self) -> int:
-        return self.admission.in_flight
-
-    def is_ready(self) -> bool:
-        return self.engine.is_ready()
 
     def stats(self) -> EngineStats:
         return EngineStats(running=self.admission.in_flight)
@@ -95,12 +102,6 @@ class EmbeddingModel:
 
     def memory_bytes(self) -> int | None:
         return process_memory(self.engine.pid)
-
-    def drain(self) -> None:
-        self.admission.draining = True
-
-    async def close(self) -> None:
-        await self.engine.close()
 
 
 @dataclass

@@ -141,11 +141,8 @@ def build_tiny(
     """A tiny model built into the store: its HF folder by `build_hf`, then exported with
     the sample's flags, as a user's model would be."""
     out = store.model_dir(store_dir, name)
-    if not force and store.has_manifest(out) and store.is_complete(out):
-        logger.info("%s already built at %s", name, out)
+    if not store.needs_build(out, name, force):
         return out
-    if out.exists():
-        logger.warning("%s at %s is incomplete or forced: rebuilding", name, out)
     with tempfile.TemporaryDirectory(prefix=f"{name}-hf-") as tmp:
         hf = Path(tmp)
         logger.info("[1/2] Creating %s (random weights, seed %d) in %s", name, SEED, hf)

