@@ -278,6 +278,9 @@ class RustCodec:
         self._backend = backend
         self._clean_up = clean_up
         self.byte_level = _is_byte_level(backend)
+        # Read once: tokenizers builds the whole vocabulary map to count it (16 ms for
+        # SmolLM2's 49k tokens), and requests with token ids check against it.
+        self._vocab_size = int(backend.get_vocab_size(with_added_tokens=True))
 
     def encode(self, text: str, add_special_tokens: bool) -> list[int]:
         return list(self._backend.encode(text, add_special_tokens=add_special_tokens).ids)
@@ -295,7 +298,7 @@ class RustCodec:
 
     @property
     def vocab_size(self) -> int:
-        return int(self._backend.get_vocab_size(with_added_tokens=True))
+        return self._vocab_size
 
     def added_tokens(self) -> dict[str, bool]:
         return {

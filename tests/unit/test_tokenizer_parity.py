@@ -138,8 +138,8 @@ def test_ids_pieces_and_text_match_transformers(folder: Path) -> None:
         for specials in (False, True):
             assert ours.encode(text, specials) == ref.encode(text, add_special_tokens=specials)
     assert ours.vocab_size == len(ref)
-    for token_id in range(ours.vocab_size):
-        assert ours.codec.piece(token_id) == ref.convert_ids_to_tokens(token_id)
+    every = list(range(ours.vocab_size))  # one call: per id, transformers takes ~0.7 ms
+    assert [ours.codec.piece(token_id) for token_id in every] == ref.convert_ids_to_tokens(every)
     rng = random.Random(11)
     for _ in range(400):
         ids = [rng.randrange(ours.vocab_size) for _ in range(rng.randrange(1, 8))]
