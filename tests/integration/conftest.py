@@ -26,6 +26,14 @@ STARTUP_TIMEOUT_S = 180
 JS = Path(__file__).resolve().parent.parent / "js"  # the JavaScript clients (npm)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here is an integration test (`-m "not integration"` is the fast lane)."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in item.path.resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
