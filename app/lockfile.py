@@ -91,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         for change in changes:
             logger.info("differs from the lock: %s", change)
-        return 1 if changes else 0
+        if changes:
+            logger.info("the environment is not the locked one: make install, or make lock")
+            return 1
+        logger.info("The environment is the locked one (%d packages)", len(current))
+        return 0
     args.lock.write_text(render(current))
     if changes:
         logger.info("Locked %d packages; moved: %s", len(current), ", ".join(changes))
