@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ class _ModelCollector(Collector):
     def __init__(self, pool: ModelPool) -> None:
         self._pool = pool
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         running = GaugeMetricFamily(
             f"{PREFIX}_requests_running", "Sequences the engine is decoding.", labels=["model"]
         )
@@ -47,6 +47,17 @@ class _ModelCollector(Collector):
             "it runs in the server's process).",
             labels=["model"],
         )
+        # vLLM's spec_decode counters, by ovchat's prefix: accepted / draft is the rate.
+        draft = CounterMetricFamily(
+            f"{PREFIX}_spec_decode_num_draft_tokens",
+            "Speculative decoding: candidate tokens the engine verified.",
+            labels=["model"],
+        )
+        accepted = CounterMetricFamily(
+            f"{PREFIX}_spec_decode_num_accepted_tokens",
+            "Speculative decoding: candidate tokens the model accepted.",
+            labels=["model"],
+        )
         for model in self._pool.models.values():
             loaded.add_metric([model.id], 1.0 if model.loaded is not None else 0.0)
             if model.loaded is None:
@@ -56,7 +67,9 @@ class _ModelCollector(Collector):
             waiting.add_metric([model.id], stats.waiting)
             kv.add_metric([model.id], stats.kv_usage)
             memory.add_metric([model.id], model.footprint())
-        yield from (running, waiting, kv, loaded, memory)
+            draft.add_metric([model.id], stats.draft_tokens)
+            accepted.add_metric([model.id], stats.accepted_tokens)
+        yield from (running, waiting, kv, loaded, memory, draft, accepted)
 
 
 class Metrics:

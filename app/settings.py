@@ -213,6 +213,39 @@ class Settings(BaseSettings):
     dynamic_split_fuse: bool = Field(
         True, description="Mix prefill chunks and decode steps in one batch (genai)."
     )
+    speculative_decoding: Literal["off", "prompt-lookup", "draft"] = Field(
+        "off",
+        description="Speculative decoding in the genai engine: prompt-lookup drafts "
+        "candidate tokens from n-grams of the prompt (copy-heavy work: edits, summaries, "
+        "code), draft drafts them with --draft-model. The model verifies them in one pass: "
+        "greedy output is token for token the plain decoder's. docs/BENCHMARKS.md has the "
+        "measurements.",
+    )
+    draft_model: Path | None = Field(
+        None,
+        description="Export folder of the draft model for --speculative-decoding draft (it "
+        "must share the model's tokenizer, as Phi-3-mini does Phi-3-medium's).",
+    )
+    num_assistant_tokens: int = Field(
+        5, ge=1, description="Candidate tokens drafted per step by a speculating sequence."
+    )
+    max_ngram_size: int = Field(
+        3, ge=1, description="Longest n-gram prompt lookup matches against the prompt."
+    )
+    speculation_busy_at: int = Field(
+        4,
+        ge=0,
+        description="A request that arrives while more sequences than this run drafts one "
+        "token a step instead of num_assistant_tokens: speculation pays while compute is "
+        "spare and costs when the batch is full.",
+    )
+    dynamic_quantization: bool = Field(
+        True,
+        description="The CPU plugin's dynamic quantization of activations for int4/int8 "
+        "weights (DYNAMIC_QUANTIZATION_GROUP_SIZE). Off with speculative decoding: "
+        "verifying several tokens in one pass then quantizes them differently from "
+        "decoding one at a time, and greedy output would drift from plain decoding's.",
+    )
     inference_threads: int = Field(
         0, ge=0, description="INFERENCE_NUM_THREADS for the engine; 0 lets OpenVINO choose."
     )
@@ -293,6 +326,8 @@ class Settings(BaseSettings):
         }
         if self.kv_cache_precision != "auto":
             props["KV_CACHE_PRECISION"] = self.kv_cache_precision
+        if not self.dynamic_quantization or self.speculative_decoding != "off":
+            props["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = "0"
         if self.inference_threads:
             props["INFERENCE_NUM_THREADS"] = str(self.inference_threads)
         return props

@@ -84,6 +84,10 @@ class EngineStats:
     running: int = 0  # sequences being decoded
     waiting: int = 0  # sequences the engine holds but has not scheduled yet
     kv_usage: float = 0.0  # fraction of the KV cache in use
+    # Speculative decoding since the engine started: candidate tokens verified, and those
+    # the model agreed with (their ratio is the acceptance rate).
+    draft_tokens: int = 0
+    accepted_tokens: int = 0
 
 
 # What an engine can do beyond plain sampling; requests needing more are refused with 400.

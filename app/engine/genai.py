@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import AsyncGenerator, Callable
+from dataclasses import replace
 
 from app.engine.base import (
     LOGPROBS,
@@ -53,6 +54,8 @@ class GenaiEngine:
         self.engine_running = 0  # requests the engine process holds, as it last reported
         self.faults = 0  # failed steps the engine recovered from without a restart
         self._stats = EngineStats()
+        self.draft_tokens = 0
+        self.accepted_tokens = 0
         self._on_step: Callable[[float], None] | None = None
 
     @property
@@ -76,7 +79,8 @@ class GenaiEngine:
         return self.engine_running
 
     def stats(self) -> EngineStats:
-        return self._stats if self.engine_running else EngineStats()
+        now = self._stats if self.engine_running else EngineStats()
+        return replace(now, draft_tokens=self.draft_tokens, accepted_tokens=self.accepted_tokens)
 
     def on_step(self, callback: Callable[[float], None]) -> None:
         self._on_step = callback
@@ -108,6 +112,8 @@ class GenaiEngine:
                 max(0, stats.requests - stats.scheduled),
                 stats.cache_usage_pct / 100,
             )
+            self.draft_tokens += stats.drafted
+            self.accepted_tokens += stats.accepted
             if self._on_step is not None:
                 self._on_step(stats.step_s)
             for item in message.tokens:

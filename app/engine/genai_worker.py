@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from multiprocessing.queues import Queue
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from app.engine.base import EngineFinish, SamplingParams
 from app.engine.grammar_check import structured_output_config
@@ -51,6 +51,26 @@ logger = logging.getLogger("app.engine.worker")
 
 
 @dataclass(frozen=True)
+class Speculation:
+    """Speculative decoding: candidate tokens from n-grams of the prompt (prompt lookup) or
+    from a draft model, verified by the model in one pass, so greedy output is the plain
+    decoder's token for token and sampled output keeps its distribution (genai verifies
+    by rejection). It pays while the engine has compute to spare and costs when the batch
+    is full, so a request that arrives while more than `busy_at` sequences run drafts one
+    token, not `num_assistant_tokens` (genai's speculative pipelines take no request that
+    drafts none)."""
+
+    mode: Literal["prompt-lookup", "draft"]
+    num_assistant_tokens: int
+    max_ngram_size: int
+    busy_at: int
+    draft_model: str | None = None
+
+    def drafted(self, running: int) -> int:
+        return self.num_assistant_tokens if running <= self.busy_at else 1
+
+
+@dataclass(frozen=True)
 class WorkerConfig:
     model_path: str
     device: str
@@ -62,6 +82,7 @@ class WorkerConfig:
     kv_cache_window: bool
     enable_prefix_caching: bool
     dynamic_split_fuse: bool
+    speculation: Speculation | None = None
     log_level: str = "INFO"
     log_format: str = "text"
 
@@ -78,6 +99,15 @@ class WorkerConfig:
             kv_cache_window=settings.kv_cache_window,
             enable_prefix_caching=settings.enable_prefix_caching,
             dynamic_split_fuse=settings.dynamic_split_fuse,
+            speculation=None
+            if settings.speculative_decoding == "off"
+            else Speculation(
+                mode=settings.speculative_decoding,
+                num_assistant_tokens=settings.num_assistant_tokens,
+                max_ngram_size=settings.max_ngram_size,
+                busy_at=settings.speculation_busy_at,
+                draft_model=str(settings.draft_model) if settings.draft_model else None,
+            ),
             log_level=settings.log_level,
             log_format=settings.log_format,
         )
@@ -162,6 +192,11 @@ def cache_window(cfg: WorkerConfig) -> int | None:
     has one shorter than its context; logged either way, so a user sees what happened."""
     if not cfg.kv_cache_window:
         return None
+    if cfg.speculation is not None:
+        # genai's speculative pipelines fail a step once cache eviction scores a draft's
+        # prefill ("aggregated SnapKV scores ... larger than the window"): every block kept.
+        logger.info("KV cache keeps every block: the window cache is off with speculation")
+        return None
     if not cfg.device.upper().startswith("CPU"):
         # Exactness rests on how the attention kernel masks a compacted block table, which
         # the tests check on the CPU plugin only.
@@ -238,6 +273,7 @@ class _Request:
     # that request's fault.
     sampled: bool = False
     faults: int = 0  # faults it was held during that no single culprit explained
+    drafted: int = 0  # candidate tokens it drafts a step, with speculative decoding
 
     @property
     def unproven(self) -> bool:
@@ -254,7 +290,7 @@ class _Request:
 
 
 class _Worker:
-    def __init__(self, pipe: Any, out: Connection) -> None:
+    def __init__(self, pipe: Any, out: Connection, speculation: Speculation | None = None) -> None:
         import numpy as np
         import openvino as ov
 
@@ -271,6 +307,7 @@ class _Worker:
         self.outbox: list[FromEngine] = []
         self.genai_ids = itertools.count(1)  # a replay needs a fresh id: genai keys state by it
         self.faults = 0
+        self.speculation = speculation
 
     def flush(self) -> None:
         if self.outbox:
@@ -280,9 +317,12 @@ class _Worker:
     def add(self, request: _Request) -> None:
         prompt, params = request.resumable()
         tensor = self._ov.Tensor(self._np.asarray([prompt], dtype=self._np.int64))
-        request.handle = self.pipe.add_request(
-            next(self.genai_ids), tensor, generation_config(params)
-        )
+        config = generation_config(params)
+        if self.speculation is not None:
+            request.drafted = self.speculation.drafted(len(self.requests))
+            config.num_assistant_tokens = request.drafted
+            config.max_ngram_size = self.speculation.max_ngram_size
+        request.handle = self.pipe.add_request(next(self.genai_ids), tensor, config)
         request.sampled = False
 
     def fail(self, request: _Request, message: str, rejected: bool = False) -> None:
@@ -351,6 +391,7 @@ class _Worker:
 
     def collect(self, step_s: float) -> None:
         events: list[RequestTokens] = []
+        drafted = accepted = 0
         for request in list(self.requests.values()):
             handle = request.handle
             if handle is None:  # on probation
@@ -368,6 +409,12 @@ class _Worker:
             if status == "IGNORED":  # the scheduler could never fit it (KV cache too small)
                 self.fail(request, "request does not fit in the KV cache")
                 continue
+            if request.drafted and request.sampled and tokens and status == "RUNNING":
+                # A decoding step gives one token of the model's own beside the candidates
+                # it accepted. Not counted: the prefill step (it drafts nothing) and the
+                # last step, whose candidates past the end are neither right nor wrong.
+                drafted += request.drafted
+                accepted += min(len(tokens) - 1, request.drafted)
             if tokens:
                 request.sampled = True
             if status != "RUNNING":
@@ -384,7 +431,12 @@ class _Worker:
         if events:
             metrics = self.pipe.get_metrics()
             stats = StepStats(
-                step_s, metrics.requests, metrics.scheduled_requests, metrics.cache_usage
+                step_s,
+                metrics.requests,
+                metrics.scheduled_requests,
+                metrics.cache_usage,
+                drafted,
+                accepted,
             )
             self.outbox.append(StepOutput(events, stats))
             if not self.requests:
@@ -470,6 +522,28 @@ class _Worker:
         self.flush()
 
 
+def pipeline_properties(cfg: WorkerConfig) -> dict[str, Any]:
+    """The OpenVINO properties, and genai's speculative decoding mode when it is on."""
+    properties: dict[str, Any] = dict(cfg.properties)
+    speculation = cfg.speculation
+    if speculation is None:
+        return properties
+    if speculation.mode == "prompt-lookup":
+        properties["prompt_lookup"] = True
+    else:
+        import openvino_genai as ov_genai
+
+        properties["draft_model"] = ov_genai.draft_model(speculation.draft_model, cfg.device)
+    logger.info(
+        "Speculative decoding: %s, %d candidate tokens a step (one once more than %d "
+        "sequences run)",
+        speculation.mode,
+        speculation.num_assistant_tokens,
+        speculation.busy_at,
+    )
+    return properties
+
+
 def run(cfg: WorkerConfig, inbox: Queue[ToEngine], out: Connection) -> None:
     from app.logs import configure
 
@@ -480,7 +554,7 @@ def run(cfg: WorkerConfig, inbox: Queue[ToEngine], out: Connection) -> None:
         started = time.monotonic()
         sched = scheduler_config(cfg, cache_window(cfg))
         pipe = ov_genai.ContinuousBatchingPipeline(
-            cfg.model_path, sched, cfg.device, cfg.properties
+            cfg.model_path, sched, cfg.device, pipeline_properties(cfg)
         )
         logger.info(
             "Model loaded once by the engine process from %s on %s in %.2f s",
@@ -492,7 +566,7 @@ def run(cfg: WorkerConfig, inbox: Queue[ToEngine], out: Connection) -> None:
         out.send([EngineFailed(f"{type(exc).__name__}: {exc}")])
         return
     out.send([EngineReady(cfg.device)])
-    worker = _Worker(pipe, out)
+    worker = _Worker(pipe, out, cfg.speculation)
     while True:
         try:
             worker.flush()

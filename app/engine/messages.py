@@ -58,6 +58,8 @@ class StepStats:
     requests: int  # the scheduler's requests, waiting ones included
     scheduled: int  # those that took part in this step
     cache_usage_pct: float
+    drafted: int = 0  # speculative decoding: candidate tokens the step verified
+    accepted: int = 0  # and those the model agreed with
 
 
 @dataclass(frozen=True, slots=True)

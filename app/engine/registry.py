@@ -30,6 +30,13 @@ def _check_genai(settings: Settings, model: ResolvedModel) -> None:
             f"--max-num-seqs ({settings.max_num_seqs}): every running sequence needs its "
             f"token in each step"
         )
+    if settings.speculative_decoding == "draft" and (
+        settings.draft_model is None or not (settings.draft_model / "openvino_model.xml").is_file()
+    ):
+        raise EngineStartError(
+            "--speculative-decoding draft needs --draft-model: the export folder of a "
+            f"smaller model with the same tokenizer (got {settings.draft_model})"
+        )
     if settings.dynamic_split_fuse:
         return
     context = model_context_length(model.path)

@@ -52,3 +52,14 @@ def test_a_step_budget_that_holds_the_context_may_go_without_split_fuse(
 def test_the_optimum_engine_has_no_scheduler_to_check(tiny_model_dir: Path) -> None:
     settings = Settings(model=str(tiny_model_dir), engine="optimum", max_num_seqs=32)
     ENGINES["optimum"].check(settings, _model(tiny_model_dir))
+
+
+def test_draft_speculation_without_a_draft_model_refuses_to_start(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    for draft in (None, tmp_path):  # none given, or a folder with no export in it
+        settings = Settings(
+            model=str(tiny_model_dir), speculative_decoding="draft", draft_model=draft
+        )
+        with pytest.raises(EngineStartError, match="needs --draft-model"):
+            build_engine(settings, _model(tiny_model_dir))

@@ -230,3 +230,24 @@ def test_a_replay_that_diverges_fails_without_finishing() -> None:
         if item.rid == 1 and item.finish
     ]
     assert outcome(out)[1][1] == "failed" and not finished
+
+
+def test_speculation_drafts_fully_only_while_the_batch_has_room() -> None:
+    from app.engine.genai_worker import Speculation, WorkerConfig, pipeline_properties
+    from app.settings import Settings
+
+    settings = Settings(
+        speculative_decoding="prompt-lookup", num_assistant_tokens=6, speculation_busy_at=2
+    )
+    config = WorkerConfig.from_settings(settings, "/m", "CPU")
+    speculation = config.speculation
+    assert speculation == Speculation("prompt-lookup", 6, 3, 2)
+    assert [speculation.drafted(running) for running in range(5)] == [6, 6, 6, 1, 1]
+    properties = pipeline_properties(config)
+    assert properties["prompt_lookup"] is True
+    # Verifying several tokens in one pass must quantize them as single-token decoding does.
+    assert properties["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == "0"
+    plain = WorkerConfig.from_settings(Settings(), "/m", "CPU")
+    assert plain.speculation is None
+    assert "prompt_lookup" not in pipeline_properties(plain)
+    assert "DYNAMIC_QUANTIZATION_GROUP_SIZE" not in plain.properties

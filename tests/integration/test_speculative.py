@@ -1,0 +1,141 @@
+"""Speculative decoding in the genai engine, on real servers: greedy output is the plain
+decoder's token for token (prompt lookup on the default model; a draft model that is the
+model itself), the acceptance counters move, and constrained decoding still holds."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.conftest import Server, start_server, stop_server
+
+CODE = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n\n\n" * 3
+PROMPTS = [
+    "Repeat this code exactly, then stop:\n" + CODE,  # copy-heavy: lookup finds its n-grams
+    "Write a short story about a lighthouse keeper.",  # free generation
+]
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_unit",
+        "parameters": {
+            "type": "object",
+            "properties": {"unit": {"enum": ["celsius", "fahrenheit"]}},
+            "required": ["unit"],
+        },
+    },
+}
+
+
+# Both servers prefill these prompts in one chunk: chunk boundaries change a prompt's
+# numerics (in plain decoding too, where they depend on what else is running), and
+# speculation spends step budget on candidates, so with small steps the chunks differ.
+ONE_CHUNK = ("--max-num-batched-tokens", "512")
+
+
+@pytest.fixture(scope="module")
+def plain(server_logs: Path, default_model_dir: Path) -> Iterator[Server]:
+    # The same engine settings as speculation runs with (it turns dynamic quantization
+    # off), so that the only difference is the speculation.
+    server = start_server(
+        server_logs, default_model_dir, "smollm2", "--no-dynamic-quantization", *ONE_CHUNK
+    )
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def lookup(server_logs: Path, default_model_dir: Path) -> Iterator[Server]:
+    server = start_server(
+        server_logs,
+        default_model_dir,
+        "smollm2",
+        *("--speculative-decoding", "prompt-lookup", *ONE_CHUNK),
+    )
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def self_drafted(server_logs: Path, tiny_model_dir: Path) -> Iterator[Server]:
+    server = start_server(
+        server_logs,
+        tiny_model_dir,
+        "tiny-phi3",
+        *("--speculative-decoding", "draft", "--draft-model", str(tiny_model_dir)),
+    )
+    yield server
+    stop_server(server)
+
+
+def greedy(server: Server, prompt: str, max_tokens: int = 120) -> tuple[str, int]:
+    reply = server.client().chat.completions.create(
+        model=server.model,
+        messages=[{"role": "user", "content": prompt}],
+        temperature=0,
+        max_tokens=max_tokens,
+    )
+    assert reply.usage is not None
+    return reply.choices[0].message.content or "", reply.usage.completion_tokens
+
+
+def counters(server: Server) -> tuple[float, float]:
+    text = httpx.get(f"{server.url}/metrics").text
+    found = {
+        s.name: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("ovchat_spec_decode")
+    }
+    return (
+        found["ovchat_spec_decode_num_draft_tokens_total"],
+        found["ovchat_spec_decode_num_accepted_tokens_total"],
+    )
+
+
+@pytest.mark.parametrize("prompt", PROMPTS, ids=["copy", "free"])
+def test_prompt_lookup_gives_the_plain_decoders_tokens(
+    plain: Server, lookup: Server, prompt: str
+) -> None:
+    assert greedy(lookup, prompt) == greedy(plain, prompt)
+
+
+def test_prompt_lookup_counts_what_it_drafted_and_what_was_accepted(lookup: Server) -> None:
+    before = counters(lookup)
+    greedy(lookup, PROMPTS[0])
+    drafted, accepted = (after - was for after, was in zip(counters(lookup), before, strict=True))
+    # Copying code, most of the candidates taken from the prompt are right.
+    assert drafted > 0 and 0.3 * drafted < accepted <= drafted
+
+
+def test_constrained_decoding_holds_while_speculating(lookup: Server) -> None:
+    """The grammar holds every token, the verified candidates' included."""
+    for _ in range(3):
+        reply = lookup.client().chat.completions.create(
+            model=lookup.model,
+            messages=[{"role": "user", "content": "Which unit?"}],
+            tools=[TOOL],  # type: ignore[list-item]
+            tool_choice="required",
+            temperature=0,
+        )
+        made = reply.choices[0].message.tool_calls or []
+        assert made and reply.choices[0].finish_reason == "tool_calls"
+        for call in made:
+            assert call.function.name == "get_unit"  # type: ignore[union-attr]
+            assert json.loads(call.function.arguments)["unit"] in ("celsius", "fahrenheit")  # type: ignore[union-attr]
+
+
+def test_a_model_drafting_for_itself_is_always_right(self_drafted: Server) -> None:
+    """The draft-model path, wired end to end: with the model as its own draft every
+    candidate is the model's own next token."""
+    text, _ = greedy(self_drafted, "can you introduce yourself?")
+    from app.modelstore.tiny_phi3 import TINY_REPLY
+
+    assert text == TINY_REPLY
+    drafted, accepted = counters(self_drafted)
+    assert drafted > 0 and accepted == drafted
