@@ -218,8 +218,8 @@ class Settings(BaseSettings):
         description="Speculative decoding in the genai engine: prompt-lookup drafts "
         "candidate tokens from n-grams of the prompt (copy-heavy work: edits, summaries, "
         "code), draft drafts them with --draft-model. The model verifies them in one pass: "
-        "greedy output is token for token the plain decoder's. docs/BENCHMARKS.md has the "
-        "measurements.",
+        "greedy output is token for token the plain decoder's (for a prompt prefilled in "
+        "the same chunks). docs/BENCHMARKS.md has the measurements.",
     )
     draft_model: Path | None = Field(
         None,
