@@ -236,8 +236,9 @@ class Settings(BaseSettings):
         4,
         ge=0,
         description="A request that arrives while more sequences than this run drafts one "
-        "token a step instead of num_assistant_tokens: speculation pays while compute is "
-        "spare and costs when the batch is full.",
+        "token a step instead of num_assistant_tokens, and no request drafts more than its "
+        "share of the step budget: speculation pays while compute is spare and costs when "
+        "the batch is full (genai fixes a request's drafting when it is added).",
     )
     dynamic_quantization: bool = Field(
         True,

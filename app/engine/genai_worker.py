@@ -66,8 +66,14 @@ class Speculation:
     busy_at: int
     draft_model: str | None = None
 
-    def drafted(self, running: int) -> int:
-        return self.num_assistant_tokens if running <= self.busy_at else 1
+    def drafted(self, running: int, step_budget: int) -> int:
+        """Candidates a request arriving now drafts: all of them while the batch has room,
+        and never more than its share of the step budget leaves (a sequence verifies its
+        candidates and its own token in the same step, and one that cannot fit waits)."""
+        if running > self.busy_at:
+            return 1
+        share = step_budget // (running + 1) - 1
+        return max(1, min(self.num_assistant_tokens, share))
 
 
 @dataclass(frozen=True)
@@ -290,7 +296,13 @@ class _Request:
 
 
 class _Worker:
-    def __init__(self, pipe: Any, out: Connection, speculation: Speculation | None = None) -> None:
+    def __init__(
+        self,
+        pipe: Any,
+        out: Connection,
+        speculation: Speculation | None = None,
+        step_budget: int = 16,
+    ) -> None:
         import numpy as np
         import openvino as ov
 
@@ -308,6 +320,7 @@ class _Worker:
         self.genai_ids = itertools.count(1)  # a replay needs a fresh id: genai keys state by it
         self.faults = 0
         self.speculation = speculation
+        self.step_budget = step_budget
 
     def flush(self) -> None:
         if self.outbox:
@@ -319,7 +332,7 @@ class _Worker:
         tensor = self._ov.Tensor(self._np.asarray([prompt], dtype=self._np.int64))
         config = generation_config(params)
         if self.speculation is not None:
-            request.drafted = self.speculation.drafted(len(self.requests))
+            request.drafted = self.speculation.drafted(len(self.requests), self.step_budget)
             config.num_assistant_tokens = request.drafted
             config.max_ngram_size = self.speculation.max_ngram_size
         request.handle = self.pipe.add_request(next(self.genai_ids), tensor, config)
@@ -566,7 +579,7 @@ def run(cfg: WorkerConfig, inbox: Queue[ToEngine], out: Connection) -> None:
         out.send([EngineFailed(f"{type(exc).__name__}: {exc}")])
         return
     out.send([EngineReady(cfg.device)])
-    worker = _Worker(pipe, out, cfg.speculation)
+    worker = _Worker(pipe, out, cfg.speculation, cfg.max_num_batched_tokens)
     while True:
         try:
             worker.flush()

@@ -242,7 +242,9 @@ def test_speculation_drafts_fully_only_while_the_batch_has_room() -> None:
     config = WorkerConfig.from_settings(settings, "/m", "CPU")
     speculation = config.speculation
     assert speculation == Speculation("prompt-lookup", 6, 3, 2)
-    assert [speculation.drafted(running) for running in range(5)] == [6, 6, 6, 1, 1]
+    # With room in a 64-token step: all 6; past busy_at: one; a small step caps the share.
+    assert [speculation.drafted(running, 64) for running in range(5)] == [6, 6, 6, 1, 1]
+    assert [speculation.drafted(running, 16) for running in range(3)] == [6, 6, 4]
     properties = pipeline_properties(config)
     assert properties["prompt_lookup"] is True
     # Verifying several tokens in one pass must quantize them as single-token decoding does.
