@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import http_stream, run_level  # noqa: E402
+from bench.report import write_between  # noqa: E402
 from bench.run import (  # noqa: E402
     DOC,
     OUT_TOKENS,
@@ -131,17 +132,7 @@ def report(data: dict[str, Any], baseline: str, command: str, count: int) -> str
 
 
 def write(section: str) -> None:
-    text = DOC.read_text() if DOC.is_file() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, _, rest = text.partition(START)
-        _, _, tail = rest.partition(END)
-        text = head + section + tail
-    elif "\n## Targets" in text:
-        head, _, tail = text.partition("\n## Targets")
-        text = head + "\n" + section + "\n\n## Targets" + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.write_text(text)
+    write_between(DOC, START, END, section, before="## Targets")
 
 
 def main() -> int:

@@ -450,3 +450,19 @@ def qwen_section(q: dict[str, Any]) -> list[str]:
                 f"{info['ready_s']:.1f} s | {info['peak_rss_mb']:.0f} MB |"
             )
     return lines
+
+
+def write_between(doc: Path, start: str, end: str, section: str, before: str | None = None) -> None:
+    """`section` (its markers included) in place of what `doc` has between `start` and
+    `end`; new, before the heading `before` when the document has it, else at the end."""
+    text = doc.read_text() if doc.is_file() else "# Benchmarks\n"
+    if start in text and end in text:
+        head, _, rest = text.partition(start)
+        _, _, tail = rest.partition(end)
+        text = head + section + tail
+    elif before is not None and f"\n{before}" in text:
+        head, _, tail = text.partition(f"\n{before}")
+        text = head + "\n" + section + f"\n\n{before}" + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    doc.write_text(text)

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import http_stream, run_level  # noqa: E402
+from bench.report import write_between  # noqa: E402
 from bench.run import DOC, OUT_TOKENS, RESULTS, free_port, ovchat_cmd, server  # noqa: E402
 
 LEVELS = (1, 8)
@@ -134,14 +135,7 @@ def report(data: dict[str, Any], command: str, count: int) -> str:
 
 
 def write(section: str) -> None:
-    text = DOC.read_text() if DOC.is_file() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, _, rest = text.partition(START)
-        _, _, tail = rest.partition(END)
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.write_text(text)
+    write_between(DOC, START, END, section)
 
 
 def main() -> int:
