@@ -109,8 +109,9 @@ def test_prompt_lookup_counts_what_it_drafted_and_what_was_accepted(lookup: Serv
     before = counters(lookup)
     greedy(lookup, PROMPTS[0])
     drafted, accepted = (after - was for after, was in zip(counters(lookup), before, strict=True))
-    # Copying code, most of the candidates taken from the prompt are right.
-    assert drafted > 0 and 0.3 * drafted < accepted <= drafted
+    # Copying code, a good part of the candidates taken from the prompt are right (the
+    # bench measures ~20% over 128 tokens; free generation gets ~2%).
+    assert drafted > 0 and 0.15 * drafted < accepted <= drafted
 
 
 def test_constrained_decoding_holds_while_speculating(lookup: Server) -> None:
