@@ -29,20 +29,26 @@ HEADER = """\
 _PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==(\S+)$")
 
 
-def freeze(python: str = sys.executable) -> dict[str, str]:
-    """The environment's distributions and versions, ovchat itself left out."""
+def freeze(python: str = sys.executable) -> list[str]:
+    """The environment's `name==version` lines as `pip freeze` prints them (its names and
+    its order, so that its output and the lock's lines compare as text), ovchat itself
+    left out."""
     out = subprocess.run(
         [python, "-m", "pip", "freeze", "--exclude-editable"],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
-    return parse(out)
+    lines = [line.strip() for line in out.splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    parse("\n".join(lines))  # refuses what cannot be installed elsewhere
+    return lines
 
 
 def parse(text: str) -> dict[str, str]:
-    """`name==version` lines; anything else but comments (a package installed from a
-    path or a URL) cannot be installed elsewhere, so it is refused rather than dropped."""
+    """Versions by canonical name from `name==version` lines; anything else but comments
+    (a package installed from a path or a URL) cannot be installed elsewhere, so it is
+    refused rather than dropped."""
     pins = {}
     for line in text.splitlines():
         line = line.strip()
@@ -59,8 +65,8 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def render(pins: dict[str, str]) -> str:
-    return HEADER + "".join(f"{name}=={pins[name]}\n" for name in sorted(pins))
+def render(lines: list[str]) -> str:
+    return HEADER + "".join(f"{line}\n" for line in lines)
 
 
 def moved(old: dict[str, str], new: dict[str, str]) -> list[str]:
@@ -85,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lock", type=Path, default=LOCK)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    current = freeze()
+    lines = freeze()
+    current = parse("\n".join(lines))
     locked = parse(args.lock.read_text()) if args.lock.is_file() else {}
     changes = moved(locked, current)
     if args.command == "check":
@@ -96,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         logger.info("The environment is the locked one (%d packages)", len(current))
         return 0
-    args.lock.write_text(render(current))
+    args.lock.write_text(render(lines))
     if changes:
         logger.info("Locked %d packages; moved: %s", len(current), ", ".join(changes))
     else:

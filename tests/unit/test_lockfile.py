@@ -5,12 +5,17 @@ import pytest
 from app.lockfile import moved, parse, render
 
 
-def test_the_lock_round_trips_and_says_what_moved() -> None:
-    old = parse("# header\nFastAPI==0.165.0\ntorch==2.13.0+cpu\nzstandard==0.25.0\n")
-    assert old == {"fastapi": "0.165.0", "torch": "2.13.0+cpu", "zstandard": "0.25.0"}
-    assert parse(render(old)) == old
-    new = {"fastapi": "0.166.1", "torch": "2.13.0+cpu", "uvloop": "0.22.1"}
-    assert moved(old, new) == ["fastapi 0.165.0 -> 0.166.1", "+uvloop 0.22.1", "-zstandard 0.25.0"]
+def test_the_lock_keeps_pips_lines_and_says_what_moved() -> None:
+    lines = ["PyYAML==6.0.4", "torch==2.13.0+cpu", "typing_extensions==4.16.0"]
+    assert render(lines).splitlines()[-3:] == lines  # as pip freeze prints them
+    old = parse(render(lines))
+    assert old == {"pyyaml": "6.0.4", "torch": "2.13.0+cpu", "typing-extensions": "4.16.0"}
+    new = {"pyyaml": "6.0.5", "torch": "2.13.0+cpu", "uvloop": "0.22.1"}
+    assert moved(old, new) == [
+        "pyyaml 6.0.4 -> 6.0.5",
+        "-typing-extensions 4.16.0",
+        "+uvloop 0.22.1",
+    ]
     assert moved(new, new) == []
 
 
