@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Protocol, TypeVar
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -49,6 +50,8 @@ from app.textmodel import TextModel
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 EngineFactory = Callable[[Settings, store.ResolvedModel], Engine]
 EmbeddingFactory = Callable[[Settings, store.ResolvedModel], EmbeddingEngine]
 
@@ -75,6 +78,29 @@ def _context(settings: Settings, text: TextModel, engine: Engine) -> ModelContex
     )
 
 
+class _Starting(Protocol):
+    async def start(self) -> None: ...
+
+    async def wait_ready(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+async def _start_beside(engine: _Starting, read: Callable[[], T]) -> T:
+    """Starts `engine` and, while it loads its model, runs `read` (the tokenizer and what
+    the server needs of the model) in a thread; a failure of either closes the engine.
+    An in-process engine has loaded in start(): a tokenizer that needs transformers must
+    not import it from a second thread meanwhile."""
+    await engine.start()
+    try:
+        found = await asyncio.to_thread(read)
+        await engine.wait_ready()
+    except BaseException:
+        await engine.close()
+        raise
+    return found
+
+
 def _generation_loader(
     settings: Settings,
     models: list[store.ResolvedModel],
@@ -90,16 +116,7 @@ def _generation_loader(
         engine = prepared.pop(model.path, None) or engine_factory(settings, model)
         step = metrics.step.labels(served_id)
         engine.on_step(step.observe)
-        # An engine with a process of its own loads the model there while this process
-        # reads the tokenizer. An in-process engine has loaded in start(): a tokenizer
-        # that needs transformers must not import it from a second thread meanwhile.
-        await engine.start()
-        try:
-            text = await asyncio.to_thread(TextModel.load, model.path)
-            await engine.wait_ready()
-        except BaseException:
-            await engine.close()
-            raise
+        text = await _start_beside(engine, lambda: TextModel.load(model.path))
         return GenerationModel(
             id=served_id,
             engine=engine,
@@ -123,13 +140,7 @@ def build_embedding_engine(settings: Settings, model: store.ResolvedModel) -> Em
 def _embedding_loader(settings: Settings, factory: EmbeddingFactory) -> Loader:
     async def load(model: store.ResolvedModel, served_id: str) -> EmbeddingModel:
         engine = factory(settings, model)
-        await engine.start()
-        try:
-            info = await asyncio.to_thread(EmbeddingModelInfo.load, model.path)
-            await engine.wait_ready()
-        except BaseException:
-            await engine.close()
-            raise
+        info = await _start_beside(engine, lambda: EmbeddingModelInfo.load(model.path))
         admission = Admission(settings.max_num_seqs, settings.max_queue)
         return EmbeddingModel(id=served_id, engine=engine, info=info, admission=admission)
 
