@@ -178,6 +178,17 @@ class Settings(BaseSettings):
         "alone: about 6 s at 16, 3.5 s at 256); raise both to 256/32 for long-prompt, "
         "throughput-first work.",
     )
+    prefill_pace_tokens: int = Field(
+        32,
+        ge=0,
+        description="While any sequence decodes, at most this many new prompt tokens "
+        "enter one step (whole KV blocks of 32): a longer prompt goes in as pieces that the "
+        "prefix cache keeps, so streams stay smooth however large the step budget is, and "
+        "max_num_batched_tokens bounds only steps in which nothing decodes (a burst of new "
+        "requests, a lone long prompt). 0, or a pace of at least max_num_batched_tokens, "
+        "leaves pacing to genai's budget alone. Needs the prefix cache with every block "
+        "kept (off under the window cache). docs/BENCHMARKS.md has the measurements.",
+    )
     kv_cache_gb: int = Field(
         1,
         ge=1,

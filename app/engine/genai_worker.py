@@ -45,6 +45,7 @@ from app.engine.messages import (
     StopEngine,
     ToEngine,
 )
+from app.engine.pacing import Piece, PrefillPacer, PrefixLedger
 from app.settings import Settings
 
 logger = logging.getLogger("app.engine.worker")
@@ -89,6 +90,7 @@ class WorkerConfig:
     enable_prefix_caching: bool
     dynamic_split_fuse: bool
     speculation: Speculation | None = None
+    prefill_pace: int = 0
     log_level: str = "INFO"
     log_format: str = "text"
 
@@ -114,6 +116,7 @@ class WorkerConfig:
                 busy_at=settings.speculation_busy_at,
                 draft_model=str(settings.draft_model) if settings.draft_model else None,
             ),
+            prefill_pace=settings.prefill_pace_tokens,
             log_level=settings.log_level,
             log_format=settings.log_format,
         )
@@ -295,6 +298,48 @@ class _Request:
         return self.prompt_ids + self.delivered, replace(self.params, max_new_tokens=left)
 
 
+@dataclass
+class _PieceRun:
+    request: _Request
+    upto: int
+    handle: Any
+
+
+def kv_capacity_tokens(cfg: WorkerConfig) -> int:
+    """About how many tokens the KV cache holds: its budget over a token's keys and values
+    at one byte an element (the CPU plugin's u8 default), from the model's config."""
+    if cfg.kv_cache_tokens:
+        return cfg.kv_cache_tokens
+    import json
+
+    config = json.loads((Path(cfg.model_path) / "config.json").read_text())
+    heads = config.get("num_attention_heads", 1)
+    head_dim = config.get("head_dim") or config.get("hidden_size", heads) // heads
+    per_token = (
+        2 * config.get("num_hidden_layers", 1) * config.get("num_key_value_heads", heads) * head_dim
+    )
+    return int(cfg.kv_cache_gb * 2**30 // max(per_token, 1))
+
+
+def pacer(cfg: WorkerConfig, window: int | None) -> PrefillPacer[_Request] | None:
+    """The prefill pacer, when it is on and the prefix cache it rests on keeps every block
+    (`window`: the window cache, which drops blocks a piece computed)."""
+    block = kv_block_size(cfg.device)
+    pace = cfg.prefill_pace // block * block
+    if not pace or pace >= cfg.max_num_batched_tokens:
+        return None  # genai's own budget paces as tightly
+    if not cfg.enable_prefix_caching or window is not None:
+        logger.info("Prefill pacing off: it needs the prefix cache, with every block kept")
+        return None
+    logger.info(
+        "Prefill pacing: at most %d new prompt tokens a step while sequences decode "
+        "(%d while none does)",
+        pace,
+        cfg.max_num_batched_tokens,
+    )
+    return PrefillPacer(pace, PrefixLedger(block, kv_capacity_tokens(cfg) // block))
+
+
 class _Worker:
     def __init__(
         self,
@@ -302,6 +347,7 @@ class _Worker:
         out: Connection,
         speculation: Speculation | None = None,
         step_budget: int = 16,
+        pacer: PrefillPacer[_Request] | None = None,
     ) -> None:
         import numpy as np
         import openvino as ov
@@ -321,6 +367,8 @@ class _Worker:
         self.faults = 0
         self.speculation = speculation
         self.step_budget = step_budget
+        self.pacer = pacer
+        self.pieces: dict[int, _PieceRun] = {}  # by request id: one piece in flight each
 
     def flush(self) -> None:
         if self.outbox:
@@ -338,8 +386,49 @@ class _Worker:
         request.handle = self.pipe.add_request(next(self.genai_ids), tensor, config)
         request.sampled = False
 
+    def add_piece(self, request: _Request, upto: int) -> None:
+        """A request for prompt[:upto] that samples one token greedily and ends, so that
+        its KV blocks stay in the prefix cache for the request itself (app/engine/pacing)."""
+        ids = self._np.asarray([request.prompt_ids[:upto]], dtype=self._np.int64)
+        config = generation_config(SamplingParams(max_new_tokens=1, temperature=0.0))
+        if self.speculation is not None:
+            config.num_assistant_tokens = 1
+            config.max_ngram_size = self.speculation.max_ngram_size
+        handle = self.pipe.add_request(next(self.genai_ids), self._ov.Tensor(ids), config)
+        self.pieces[request.rid] = _PieceRun(request, upto, handle)
+
+    def feed(self) -> None:
+        """What the pacer lets into the engine before the next step."""
+        if self.pacer is None or not self.pacer:
+            return
+        decoding = any(r.handle is not None and r.sampled for r in self.requests.values())
+        for action in self.pacer.plan(decoding):
+            request = action.item
+            try:
+                if isinstance(action, Piece):
+                    self.add_piece(request, action.upto)
+                else:
+                    self.add(request)
+            except Exception as exc:  # invalid generation config, prompt too long, ...
+                if isinstance(action, Piece):
+                    self.pacer.drop(request)
+                self.fail(request, _last_line(exc), rejected=True)
+
+    def end_pieces(self, cancel: bool) -> None:
+        """Collects pieces that ended (all of them, cancelled, when `cancel`)."""
+        for rid, run in list(self.pieces.items()):
+            status = run.handle.get_status().name
+            if cancel and status == "RUNNING":
+                run.handle.cancel()
+            elif status == "RUNNING":
+                continue
+            del self.pieces[rid]
+            if self.pacer is not None:
+                self.pacer.piece_done(run.request, run.upto, computed=status == "FINISHED")
+
     def fail(self, request: _Request, message: str, rejected: bool = False) -> None:
         self.requests.pop(request.rid, None)
+        self.forget(request)
         if request.handle is not None:
             request.handle.cancel()
             request.handle = None
@@ -347,10 +436,19 @@ class _Worker:
             self.probation.remove(request)
         self.outbox.append(RequestFailed(request.rid, message, rejected))
 
+    def forget(self, request: _Request) -> None:
+        """Takes a request that leaves out of the pacer's line and cancels its piece."""
+        if self.pacer is not None:
+            self.pacer.drop(request)
+        run = self.pieces.pop(request.rid, None)
+        if run is not None:
+            run.handle.cancel()
+
     def handle_message(self, message: ToEngine) -> bool:
         """False when the engine must stop."""
         if isinstance(message, StopEngine):
             held = [r.handle for r in self.requests.values() if r.handle is not None]
+            held += [run.handle for run in self.pieces.values()]
             for handle in held:
                 handle.cancel()
             if held:
@@ -361,6 +459,10 @@ class _Worker:
             return False
         if isinstance(message, AddRequest):
             request = _Request(message.rid, message.prompt_ids, message.params)
+            if self.pacer is not None:
+                self.requests[message.rid] = request
+                self.pacer.submit(request, request.prompt_ids)
+                return True
             try:
                 self.add(request)
             except Exception as exc:  # invalid generation config, prompt too long, ...
@@ -370,6 +472,7 @@ class _Worker:
         elif isinstance(message, CancelRequest):
             cancelled = self.requests.pop(message.rid, None)
             if cancelled is not None:
+                self.forget(cancelled)
                 if cancelled.handle is not None:
                     cancelled.handle.cancel()
                 if cancelled in self.probation:
@@ -400,7 +503,13 @@ class _Worker:
             self.recover(exc)
             return
         self.faults = 0
+        self.end_pieces(cancel=False)
         self.collect(step_s)
+
+    @property
+    def stepping(self) -> bool:
+        """Whether genai holds anything to step."""
+        return bool(self.pieces) or any(r.handle is not None for r in self.requests.values())
 
     def collect(self, step_s: float) -> None:
         events: list[RequestTokens] = []
@@ -484,6 +593,7 @@ class _Worker:
         logger.error("Engine step failed: %s", reason)
         held = [r for r in self.requests.values() if r.handle is not None]
         suspects = [r for r in held if r.unproven] if _grammar_fault(exc) else []
+        self.end_pieces(cancel=True)  # the pacer feeds their requests again
         for request in held:
             request.handle.cancel()
             request.handle = None
@@ -565,7 +675,8 @@ def run(cfg: WorkerConfig, inbox: Queue[ToEngine], out: Connection) -> None:
         import openvino_genai as ov_genai
 
         started = time.monotonic()
-        sched = scheduler_config(cfg, cache_window(cfg))
+        window = cache_window(cfg)
+        sched = scheduler_config(cfg, window)
         pipe = ov_genai.ContinuousBatchingPipeline(
             cfg.model_path, sched, cfg.device, pipeline_properties(cfg)
         )
@@ -579,7 +690,7 @@ def run(cfg: WorkerConfig, inbox: Queue[ToEngine], out: Connection) -> None:
         out.send([EngineFailed(f"{type(exc).__name__}: {exc}")])
         return
     out.send([EngineReady(cfg.device)])
-    worker = _Worker(pipe, out, cfg.speculation, cfg.max_num_batched_tokens)
+    worker = _Worker(pipe, out, cfg.speculation, cfg.max_num_batched_tokens, pacer(cfg, window))
     while True:
         try:
             worker.flush()
@@ -597,9 +708,10 @@ def run(cfg: WorkerConfig, inbox: Queue[ToEngine], out: Connection) -> None:
             if not worker.handle_message(message):
                 return
         worker.admit_probation()
+        worker.feed()
         if messages:
             worker.outbox.append(RunningCount(len(worker.requests)))
-        if not any(r.handle is not None for r in worker.requests.values()):
+        if not worker.stepping:
             continue
         worker.flush()  # refusals and counts go out now, not after a step that may be long
         worker.step()

@@ -15,7 +15,15 @@ import pytest
 
 from app.engine.base import SamplingParams
 from app.engine.genai_worker import _Worker
-from app.engine.messages import AddRequest, RequestFailed, RequestTokens, StepFault, StepOutput
+from app.engine.messages import (
+    AddRequest,
+    CancelRequest,
+    RequestFailed,
+    RequestTokens,
+    StepFault,
+    StepOutput,
+)
+from app.engine.pacing import PrefillPacer, PrefixLedger
 
 GRAMMAR = '{"type": "object"}'
 
@@ -100,7 +108,8 @@ class Out:
 def drive(worker: _Worker, limit: int = 2000, settle: bool = True) -> None:
     for _ in range(limit):
         worker.admit_probation()
-        if not any(r.handle is not None for r in worker.requests.values()):
+        worker.feed()
+        if not worker.stepping:
             if not worker.probation:
                 break
             continue
@@ -253,3 +262,69 @@ def test_speculation_drafts_fully_only_while_the_batch_has_room() -> None:
     assert plain.speculation is None
     assert "prompt_lookup" not in pipeline_properties(plain)
     assert "DYNAMIC_QUANTIZATION_GROUP_SIZE" not in plain.properties
+
+
+def paced(pipe: Pipe, out: Out, pace: int = 32) -> _Worker:
+    pacer: PrefillPacer[Any] = PrefillPacer(pace, PrefixLedger(32, capacity=1000))
+    return _Worker(pipe, out, pacer=pacer)  # type: ignore[arg-type]
+
+
+def test_a_long_prompt_enters_in_pieces_while_another_decodes() -> None:
+    pipe, out = Pipe(lambda handle: None), Out()
+    worker = paced(pipe, out)
+    add(worker, 1, [1, 2], 20)
+    drive(worker, 2, settle=False)  # decoding
+    long_prompt = list(range(10, 110))
+    add(worker, 2, long_prompt, 4)
+    drive(worker)
+    added = [(len(h.prompt), h.config.max_new_tokens) for h in pipe.handles]
+    # Pieces of 32, 64 and 96 tokens that sample one token each, then the request.
+    assert added == [(2, 20), (32, 1), (64, 1), (96, 1), (100, 4)]
+    assert [h.prompt for h in pipe.handles[1:]] == [long_prompt[:n] for n in (32, 64, 96, 100)]
+    seen = outcome(out)  # the pieces' tokens go nowhere
+    assert seen == {1: (alone([1, 2], 20), "length"), 2: (alone(long_prompt, 4), "length")}
+
+
+def test_with_nothing_decoding_a_long_prompt_goes_in_whole() -> None:
+    pipe, out = Pipe(lambda handle: None), Out()
+    worker = paced(pipe, out)
+    add(worker, 1, list(range(10, 110)), 3)
+    drive(worker)
+    assert [len(h.prompt) for h in pipe.handles] == [100]
+
+
+def test_cancelling_a_request_cancels_its_piece() -> None:
+    pipe, out = Pipe(lambda handle: None), Out()
+    worker = paced(pipe, out)
+    add(worker, 1, [1, 2], 20)
+    drive(worker, 2, settle=False)
+    add(worker, 2, list(range(10, 110)), 4)
+    worker.feed()
+    piece = pipe.handles[-1]
+    assert len(piece.prompt) == 32 and piece.status == "RUNNING"
+    worker.handle_message(CancelRequest(2))
+    assert piece.status == "CANCELLED" and not worker.pieces
+    assert worker.pacer is not None and not worker.pacer
+    drive(worker)
+    assert set(outcome(out)) == {1} and len(pipe.handles) == 2
+
+
+def test_a_fault_during_a_piece_fails_no_request() -> None:
+    faults = iter([True])
+
+    def fault(handle: Handle) -> str | None:
+        return "device lost" if len(handle.prompt) == 64 and next(faults, False) else None
+
+    pipe, out = Pipe(fault), Out()
+    worker = paced(pipe, out)
+    add(worker, 1, [1, 2], 20)
+    drive(worker, 2, settle=False)
+    long_prompt = list(range(10, 110))
+    add(worker, 2, long_prompt, 4)
+    drive(worker)
+    pieces = [len(h.prompt) for h in pipe.handles if h.config.max_new_tokens == 1]
+    # The failed piece was cancelled; request 1 went back in to prefill again, so with
+    # nothing decoding request 2 followed whole.
+    assert pieces == [32, 64] and len(pipe.handles[-1].prompt) == 100
+    assert outcome(out) == {1: (alone([1, 2], 20), "length"), 2: (alone(long_prompt, 4), "length")}
+    assert not worker.pieces and not worker.pacer
