@@ -58,6 +58,11 @@ class _ModelCollector(Collector):
             "Speculative decoding: candidate tokens the model accepted.",
             labels=["model"],
         )
+        pieces = CounterMetricFamily(
+            f"{PREFIX}_prefill_pieces",
+            "Prefill pacing: pieces of long prompts fed to the engine while others decoded.",
+            labels=["model"],
+        )
         for model in self._pool.models.values():
             loaded.add_metric([model.id], 1.0 if model.loaded is not None else 0.0)
             if model.loaded is None:
@@ -69,7 +74,8 @@ class _ModelCollector(Collector):
             memory.add_metric([model.id], model.footprint())
             draft.add_metric([model.id], stats.draft_tokens)
             accepted.add_metric([model.id], stats.accepted_tokens)
-        yield from (running, waiting, kv, loaded, memory, draft, accepted)
+            pieces.add_metric([model.id], stats.prefill_pieces)
+        yield from (running, waiting, kv, loaded, memory, draft, accepted, pieces)
 
 
 class Metrics:

@@ -88,6 +88,7 @@ class EngineStats:
     # the model agreed with (their ratio is the acceptance rate).
     draft_tokens: int = 0
     accepted_tokens: int = 0
+    prefill_pieces: int = 0  # prompt pieces prefill pacing fed the engine, since it started
 
 
 # What an engine can do beyond plain sampling; requests needing more are refused with 400.

@@ -56,6 +56,7 @@ class GenaiEngine:
         self._stats = EngineStats()
         self.draft_tokens = 0
         self.accepted_tokens = 0
+        self.prefill_pieces = 0
         self._on_step: Callable[[float], None] | None = None
 
     @property
@@ -80,7 +81,12 @@ class GenaiEngine:
 
     def stats(self) -> EngineStats:
         now = self._stats if self.engine_running else EngineStats()
-        return replace(now, draft_tokens=self.draft_tokens, accepted_tokens=self.accepted_tokens)
+        return replace(
+            now,
+            draft_tokens=self.draft_tokens,
+            accepted_tokens=self.accepted_tokens,
+            prefill_pieces=self.prefill_pieces,
+        )
 
     def on_step(self, callback: Callable[[float], None]) -> None:
         self._on_step = callback
@@ -114,6 +120,7 @@ class GenaiEngine:
             )
             self.draft_tokens += stats.drafted
             self.accepted_tokens += stats.accepted
+            self.prefill_pieces += stats.pieces
             if self._on_step is not None:
                 self._on_step(stats.step_s)
             for item in message.tokens:

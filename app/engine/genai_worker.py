@@ -495,6 +495,7 @@ class _Worker:
         self.probing = request
 
     def step(self) -> None:
+        pieces = len(self.pieces)
         try:
             started = time.perf_counter()
             self.pipe.step()
@@ -504,14 +505,14 @@ class _Worker:
             return
         self.faults = 0
         self.end_pieces(cancel=False)
-        self.collect(step_s)
+        self.collect(step_s, pieces)
 
     @property
     def stepping(self) -> bool:
         """Whether genai holds anything to step."""
         return bool(self.pieces) or any(r.handle is not None for r in self.requests.values())
 
-    def collect(self, step_s: float) -> None:
+    def collect(self, step_s: float, pieces: int = 0) -> None:
         events: list[RequestTokens] = []
         drafted = accepted = 0
         for request in list(self.requests.values()):
@@ -550,15 +551,16 @@ class _Worker:
             request.delivered.extend(tokens)
             if tokens or finish:
                 events.append(RequestTokens(request.rid, tokens, logprobs, finish))
-        if events:
+        if events or pieces:
             metrics = self.pipe.get_metrics()
             stats = StepStats(
                 step_s,
-                metrics.requests,
-                metrics.scheduled_requests,
+                max(0, metrics.requests - pieces),
+                max(0, metrics.scheduled_requests - pieces),
                 metrics.cache_usage,
                 drafted,
                 accepted,
+                pieces,
             )
             self.outbox.append(StepOutput(events, stats))
             if not self.requests:

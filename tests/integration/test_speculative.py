@@ -12,11 +12,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.texts import DOCUMENT
 from tests.integration.conftest import Server, start_server, stop_server
 
-CODE = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n\n\n" * 3
 PROMPTS = [
-    "Repeat this code exactly, then stop:\n" + CODE,  # copy-heavy: lookup finds its n-grams
+    "Repeat the following text exactly:\n\n" + DOCUMENT,  # copy-heavy: lookup finds n-grams
     "Write a short story about a lighthouse keeper.",  # free generation
 ]
 TOOL = {
@@ -38,27 +38,36 @@ TOOL = {
 ONE_CHUNK = ("--max-num-batched-tokens", "512")
 
 
-@pytest.fixture(scope="module")
-def plain(server_logs: Path, default_model_dir: Path) -> Iterator[Server]:
-    # The same engine settings as speculation runs with (it turns dynamic quantization
-    # off), so that the only difference is the speculation.
-    server = start_server(
-        server_logs, default_model_dir, "smollm2", "--no-dynamic-quantization", *ONE_CHUNK
-    )
+# Dynamic quantization off: multi-token passes then compute each token's logits as
+# one-token decoding does, and the outputs are equal token for token on any text.
+EXACT = ("--no-dynamic-quantization", *ONE_CHUNK)
+LOOKUP = ("--speculative-decoding", "prompt-lookup")
+
+
+def serve(logs: Path, model: Path, *flags: str) -> Iterator[Server]:
+    server = start_server(logs, model, "smollm2", *flags)
     yield server
     stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def plain(server_logs: Path, default_model_dir: Path) -> Iterator[Server]:
+    yield from serve(server_logs, default_model_dir, *EXACT)
 
 
 @pytest.fixture(scope="module")
 def lookup(server_logs: Path, default_model_dir: Path) -> Iterator[Server]:
-    server = start_server(
-        server_logs,
-        default_model_dir,
-        "smollm2",
-        *("--speculative-decoding", "prompt-lookup", *ONE_CHUNK),
-    )
-    yield server
-    stop_server(server)
+    yield from serve(server_logs, default_model_dir, *LOOKUP, *EXACT)
+
+
+@pytest.fixture(scope="module")
+def plain_default(server_logs: Path, default_model_dir: Path) -> Iterator[Server]:
+    yield from serve(server_logs, default_model_dir, *ONE_CHUNK)
+
+
+@pytest.fixture(scope="module")
+def lookup_default(server_logs: Path, default_model_dir: Path) -> Iterator[Server]:
+    yield from serve(server_logs, default_model_dir, *LOOKUP, *ONE_CHUNK)
 
 
 @pytest.fixture(scope="module")
@@ -105,13 +114,23 @@ def test_prompt_lookup_gives_the_plain_decoders_tokens(
     assert greedy(lookup, prompt) == greedy(plain, prompt)
 
 
+def test_with_default_settings_copied_text_is_the_plain_decoders(
+    plain_default: Server, lookup_default: Server
+) -> None:
+    """Dynamic quantization on (the default, and 2-4x faster verifying): on text the
+    model copies, where no token is a near tie, the outputs are equal too."""
+    text, tokens = greedy(lookup_default, PROMPTS[0], 200)
+    assert (text, tokens) == greedy(plain_default, PROMPTS[0], 200)
+    assert text.startswith(DOCUMENT[:80])
+
+
 def test_prompt_lookup_counts_what_it_drafted_and_what_was_accepted(lookup: Server) -> None:
     before = counters(lookup)
     greedy(lookup, PROMPTS[0])
     drafted, accepted = (after - was for after, was in zip(counters(lookup), before, strict=True))
-    # Copying code, a good part of the candidates taken from the prompt are right (the
-    # bench measures ~20% over 128 tokens; free generation gets ~2%).
-    assert drafted > 0 and 0.15 * drafted < accepted <= drafted
+    # Copying a document, most candidates taken from the prompt are right (free
+    # generation gets a few percent: bench/speculation.py).
+    assert drafted > 0 and 0.5 * drafted < accepted <= drafted
 
 
 def test_constrained_decoding_holds_while_speculating(lookup: Server) -> None:
