@@ -161,7 +161,9 @@ def render(info: dict[str, Any]) -> str:
     lines = [
         START,
         f"Measured {machine['date']} on {machine['cores']} cores, "
-        f"{machine['memory_gb']} GiB, by `{machine['command']}`: one replica as the pod runs "
+        f"{machine['memory_gb']} GiB (load average {machine['load']} when it began: the "
+        "machine is shared, so compare ratios, not single figures), by "
+        f"`{machine['command']}`: one replica as the pod runs "
         f"it (`{machine['serve']}`: {', '.join(info['models'])}), streamed chat completions "
         f"on `{info['chat_model']}`, greedy, exactly {OUT_TOKENS} output tokens each, "
         f"a {info['prompt_tokens']['short']}-token prompt; requests per level: 3 x streams "
@@ -225,7 +227,8 @@ def main() -> int:
             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "cores": os.cpu_count(),
             "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "command": "flock /tmp/ovchat-bench.lock .venv/bin/python bench/scaling.py"
+            "load": round(os.getloadavg()[0], 1),
+            "command": ".venv/bin/python bench/scaling.py"
             + (f" {' '.join(sys.argv[1:])}" if sys.argv[1:] else ""),
             "serve": "ovchat serve",
         },
