@@ -26,6 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "deploy" / "kubernetes"
 CHART = ROOT / "deploy" / "helm" / "ovchat"
 KUBERNETES = "1.37.0"
+# The oldest release the manifests are for: the preStop sleep action is on by default
+# from 1.30.
+OLDEST = "1.30.0"
 # Helm's own objects carry these; they are the only labels the renderings may differ by.
 HELM_ONLY_LABELS = {"helm.sh/chart", "app.kubernetes.io/version"}
 
@@ -81,7 +84,7 @@ def one(objects: list[Obj], kind: str) -> Obj:
     return found[0]
 
 
-def validate(obj: Obj) -> None:
+def validate(obj: Obj, version: str = KUBERNETES) -> None:
     """Kubernetes' own kinds against its schema, strictly (unknown fields fail); the
     custom resources against their CRDs; anything else is an error, not a pass."""
     key = (obj["apiVersion"], obj["kind"])
@@ -91,7 +94,7 @@ def validate(obj: Obj) -> None:
         return
     problem = None
     try:
-        kubernetes_validate.validate(obj, KUBERNETES, strict=True)
+        kubernetes_validate.validate(obj, version, strict=True)
     except kubernetes_validate.ValidationError as exc:
         path = ".".join(str(p) for p in exc.path)
         problem = f"{obj['kind']}/{obj['metadata']['name']}: {path}: {exc.message}"
@@ -114,12 +117,15 @@ EXPECTED_KINDS = {
 }
 
 
+@pytest.mark.parametrize("version", [KUBERNETES, OLDEST])
 @pytest.mark.parametrize("rendering", ["kustomized", "helmed"])
-def test_every_object_validates(rendering: str, request: pytest.FixtureRequest) -> None:
+def test_every_object_validates(
+    rendering: str, version: str, request: pytest.FixtureRequest
+) -> None:
     objects: list[Obj] = request.getfixturevalue(rendering)
     assert {obj["kind"] for obj in objects} == EXPECTED_KINDS
     for obj in objects:
-        validate(obj)
+        validate(obj, version)
 
 
 def test_the_validators_refuse_what_is_wrong(kustomized: list[Obj]) -> None:
