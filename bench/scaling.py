@@ -207,6 +207,11 @@ def render(info: dict[str, Any]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--levels", default=",".join(map(str, LEVELS)))
+    parser.add_argument(
+        "--model",
+        help="a chat model of the model store, served alone (default: `ovchat serve`'s "
+        "defaults, the default chat and embedding models)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
@@ -214,12 +219,14 @@ def main() -> int:
     from app.modelstore import store
     from app.textmodel import TextModel
 
-    chat_model = store.DEFAULT_MODEL
+    chat_model = args.model or store.DEFAULT_MODEL
     text = TextModel.load(store.model_dir(ROOT / "model_store", chat_model))
     prompt_set = prompts(text)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     serve = [sys.executable, "-m", "app", "serve", "--port", str(port), "--log-level", "warning"]
+    if args.model:
+        serve += ["--model", args.model]
     logs = RESULTS / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     info: dict[str, Any] = {
@@ -230,7 +237,7 @@ def main() -> int:
             "load": round(os.getloadavg()[0], 1),
             "command": ".venv/bin/python bench/scaling.py"
             + (f" {' '.join(sys.argv[1:])}" if sys.argv[1:] else ""),
-            "serve": "ovchat serve",
+            "serve": "ovchat serve" + (f" --model {args.model}" if args.model else ""),
         },
         "chat_model": chat_model,
         "prompt_tokens": {name: len(text.encode(p)) for name, p in prompt_set.items()},

@@ -6,7 +6,6 @@ them, and that both renderings say the same."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -226,20 +225,18 @@ def config(objects: list[Obj]) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("rendering", ["kustomized", "helmed"])
-def test_the_config_map_is_ovchat_settings(rendering: str, request: pytest.FixtureRequest) -> None:
+def test_the_config_map_is_ovchat_settings(
+    rendering: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every variable names a setting and parses as one: a typo would be ignored by
     pydantic-settings (extra="ignore") and the pod would run on a default."""
     objects: list[Obj] = request.getfixturevalue(rendering)
     env = config(objects)
     fields = {f"OVCHAT_{name.upper()}" for name in Settings.model_fields}
     assert set(env) <= fields, set(env) - fields
-    saved = dict(os.environ)
-    try:
-        os.environ.update(env)
-        settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.host == "0.0.0.0"
     assert settings.device == "CPU"
 
