@@ -6,8 +6,10 @@ them. Their CEL rules are not evaluated, except the ones written out in `cel_rul
 Sources: InferencePool from the Gateway API Inference Extension's
 `api/v1/inferencepool_types.go` and its API reference (inference.networking.k8s.io/v1:
 selector.matchLabels, targetPorts 1-8 ports, endpointPickerRef with its port required for
-a Service, appProtocol); HTTPRoute from Gateway API's standard-channel
-`gateway.networking.k8s.io_httproutes.yaml` (v1), the fields ovchat's route can use."""
+a Service, appProtocol); HTTPRoute v1 as Gateway API's standard channel defines it:
+parentRefs, hostnames, and rules with matches, backendRefs and timeouts (Gateway API's
+duration format) checked field by field; filters, header and query matches, and the
+experimental channel's retry and sessionPersistence allowed as objects, unchecked."""
 
 from __future__ import annotations
 
