@@ -131,3 +131,13 @@ docs: install
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# Kubernetes manifests and the dashboard, offline (also part of `make test`): the
+# kustomize base and the Helm chart rendered, linted and validated.
+.PHONY: test-deploy bench-scaling
+test-deploy: install
+	$(BIN)/pytest -q tests/deploy tests/unit/test_dashboard.py
+
+# One replica's throughput and memory at 1-16 streams, into docs/SCALING.md.
+bench-scaling: model
+	$(BIN)/python bench/scaling.py $(ARGS)
