@@ -553,9 +553,11 @@ class _Worker:
                 events.append(RequestTokens(request.rid, tokens, logprobs, finish))
         if events or pieces:
             metrics = self.pipe.get_metrics()
+            # Requests the pacer holds back are waiting as much as those genai queues.
+            held = len(self.pacer) if self.pacer is not None else 0
             stats = StepStats(
                 step_s,
-                max(0, metrics.requests - pieces),
+                max(0, metrics.requests - pieces) + held,
                 max(0, metrics.scheduled_requests - pieces),
                 metrics.cache_usage,
                 drafted,
