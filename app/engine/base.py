@@ -88,6 +88,9 @@ class EngineStats:
     # the model agreed with (their ratio is the acceptance rate).
     draft_tokens: int = 0
     accepted_tokens: int = 0
+    # The KV cache's layout (tokens per block, blocks in the cache); 0 when not known.
+    block_size: int = 0
+    kv_blocks: int = 0
 
 
 # What an engine can do beyond plain sampling; requests needing more are refused with 400.

@@ -80,7 +80,14 @@ class GenaiEngine:
 
     def stats(self) -> EngineStats:
         now = self._stats if self.engine_running else EngineStats()
-        return replace(now, draft_tokens=self.draft_tokens, accepted_tokens=self.accepted_tokens)
+        started = self._process.started
+        return replace(
+            now,
+            draft_tokens=self.draft_tokens,
+            accepted_tokens=self.accepted_tokens,
+            block_size=started.block_size if started is not None else 0,
+            kv_blocks=started.kv_blocks if started is not None else 0,
+        )
 
     def on_step(self, callback: Callable[[float], None]) -> None:
         self._on_step = callback

@@ -557,6 +557,38 @@ def pipeline_properties(cfg: WorkerConfig) -> dict[str, Any]:
     return properties
 
 
+def cache_blocks(pipe: Any, cfg: WorkerConfig) -> int:
+    """How many KV blocks the cache holds. Counted in blocks it is exact; sized in GiB, genai
+    does not say, but its usage share does: a request of one block's worth of tokens fills
+    one block, 1/N of the cache. Stepping it also runs the model's first inference before
+    the server reports ready, which the first client would otherwise wait for. 0 when the
+    probe cannot run (a speculative pipeline takes no plain request)."""
+    block = kv_block_size(cfg.device)
+    if cfg.kv_cache_tokens:
+        return -(-cfg.kv_cache_tokens // block)
+    if cfg.speculation is not None:
+        return 0
+    import numpy as np
+    import openvino as ov
+    import openvino_genai as ov_genai
+
+    config = ov_genai.GenerationConfig()
+    config.max_new_tokens = 2
+    config.ignore_eos = True
+    # Token ids no prompt starts with, so the probe leaves nothing a prefix could reuse.
+    prompt: Any = np.full((1, block - 1), 1, dtype=np.int64)
+    try:
+        handle = pipe.add_request(0, ov.Tensor(prompt), config)  # the server's ids start at 1
+        pipe.step()
+        share = pipe.get_metrics().cache_usage / 100
+        handle.cancel()
+        pipe.step()
+    except Exception as exc:  # the metric is left out, the engine serves as before
+        logger.warning("Could not count the KV cache's blocks: %s", _last_line(exc))
+        return 0
+    return round(1 / share) if share > 0 else 0
+
+
 def run(cfg: WorkerConfig, inbox: Queue[ToEngine], out: Connection) -> None:
     from app.logs import configure
 
@@ -578,7 +610,8 @@ def run(cfg: WorkerConfig, inbox: Queue[ToEngine], out: Connection) -> None:
     except Exception as exc:  # reported to the server, which refuses to start
         out.send([EngineFailed(f"{type(exc).__name__}: {exc}")])
         return
-    out.send([EngineReady(cfg.device)])
+    blocks = cache_blocks(pipe, cfg)
+    out.send([EngineReady(cfg.device, kv_block_size(cfg.device), blocks)])
     worker = _Worker(pipe, out, cfg.speculation, cfg.max_num_batched_tokens)
     while True:
         try:
