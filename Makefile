@@ -93,7 +93,7 @@ browser:
 	  fi; }
 
 # The whole suite on the locked environment (a .venv that drifted from the lock says how).
-test: lint model-tiny model browser
+test: lint model-tiny model browser postgres
 	$(BIN)/python -m app.lockfile check
 	$(BIN)/pytest -q -ra tests
 
@@ -131,3 +131,20 @@ docs: install
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# ---------------------------------------------------------------- replicas and the shared store
+.PHONY: postgres cluster test-cluster router
+
+# The store tests run on a real PostgreSQL server (Debian's package; each test session
+# starts its own, bench/postgres.py). Installed here as root (CI, these machines); as root a
+# failed install fails the build, since CI must run those tests. Elsewhere they skip,
+# saying what to install.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq postgresql >/dev/null; \
+	  else \
+	    echo "No PostgreSQL, and installing it needs root: the PostgreSQL store tests" \
+	      "will skip. To run them: sudo apt-get install postgresql"; \
+	  fi; }

@@ -169,8 +169,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        response_store = open_store(
-            settings.state_dir, settings.responses_max_stored, settings.responses_max_age_s
+        # In a worker thread: a shared database is a network round trip or several away.
+        response_store = await asyncio.to_thread(
+            open_store,
+            settings.state_dir,
+            settings.responses_max_stored,
+            settings.responses_max_age_s,
+            settings.state_url.get_secret_value() if settings.state_url else None,
         )
         try:
             await pool.start()
