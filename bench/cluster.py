@@ -350,7 +350,7 @@ def stream_chat(
         ) as response:
             if response.status_code != 200:
                 response.read()
-                return Outcome(started, response.status_code, False, None)
+                return Outcome(started, response.status_code, False, None, response.text[:300])
             done = errored = False
             for line in response.iter_lines():
                 if stop is not None and stop.is_set():
@@ -360,8 +360,10 @@ def stream_chat(
                 elif line.startswith("data: ") and '"error"' in line[:40]:
                     errored = True
                 elif '"content":"' in line:
-                    first = first or time.monotonic()
-                    text.extend(re.findall(r'"content":"((?:[^"\\]|\\.)*)"', line))
+                    pieces = re.findall(r'"content":"((?:[^"\\]|\\.)*)"', line)
+                    if any(pieces):  # the role's opening chunk carries an empty content
+                        first = first or time.monotonic()
+                    text.extend(pieces)
             ttft = first - started if first is not None else None
             return Outcome(started, 200, done and not errored, ttft, "".join(text))
     except httpx.HTTPError as exc:
