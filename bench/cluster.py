@@ -250,6 +250,7 @@ class Cluster:
     replicas_n: int = 2
     policy: str = "power_of_two"
     router_port: int = 0
+    first_replica_port: int = 0  # replicas on this port and the next ones; 0: free ports
     extra: tuple[str, ...] = ()
     work: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="ovchat-cluster-")))
     db: postgres.PostgresServer | None = None
@@ -260,7 +261,13 @@ class Cluster:
         self.db = postgres.start()
         state_url = self.db.create_database("ovchat")
         self.replicas = [
-            Replica(i + 1, free_port(), self.work, state_url, self.extra)
+            Replica(
+                i + 1,
+                self.first_replica_port + i if self.first_replica_port else free_port(),
+                self.work,
+                state_url,
+                self.extra,
+            )
             for i in range(self.replicas_n)
         ]
         for replica in self.replicas:
@@ -375,18 +382,22 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--router", choices=ROUTERS, default="vllm-router")
     parser.add_argument("--policy", default="power_of_two", help="vllm-router's policy")
-    parser.add_argument("--port", type=int, default=8100, help="the router's port")
+    parser.add_argument(
+        "--port", type=int, default=8100, help="the router's port; replicas on the next ones"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the harness's own polling
     missing = missing_router(args.router)
     if missing:
         sys.exit(f"Missing {missing}")
-    cluster = Cluster(args.router, args.replicas, args.policy, args.port)
+    cluster = Cluster(args.router, args.replicas, args.policy, args.port, args.port + 1)
 
     def interrupted(*_: object) -> None:
         raise KeyboardInterrupt  # SIGTERM stops the cluster as Ctrl-C does
 
     signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)  # also where it was started with SIGINT ignored
     try:
         cluster.start()
         assert cluster.db is not None

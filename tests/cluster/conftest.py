@@ -5,6 +5,7 @@ two replicas of the default model behind each real router, sharing a PostgreSQL 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -45,3 +46,6 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         pytest.fail(f"make test-cluster needs {missing}")
     with Cluster(request.param, replicas_n=2) as running:
         yield running
+    # Its logs (replicas', router's) stay behind only when a scenario failed.
+    if not request.session.testsfailed:
+        shutil.rmtree(running.work, ignore_errors=True)
