@@ -575,7 +575,8 @@ def cache_blocks(pipe: Any, cfg: WorkerConfig) -> int:
     config = ov_genai.GenerationConfig()
     config.max_new_tokens = 2
     config.ignore_eos = True
-    # Token ids no prompt starts with, so the probe leaves nothing a prefix could reuse.
+    # One token repeated for a block: no real prompt starts so, so the block the prefix
+    # cache keeps of the probe is never reused.
     prompt: Any = np.full((1, block - 1), 1, dtype=np.int64)
     try:
         handle = pipe.add_request(0, ov.Tensor(prompt), config)  # the server's ids start at 1
