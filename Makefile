@@ -93,7 +93,7 @@ browser:
 	  fi; }
 
 # The whole suite on the locked environment (a .venv that drifted from the lock says how).
-test: lint model-tiny model browser
+test: lint model-tiny model browser postgres
 	$(BIN)/python -m app.lockfile check
 	$(BIN)/pytest -q -ra tests
 
@@ -141,3 +141,53 @@ test-deploy: install
 # One replica's throughput and memory at 1-16 streams, into docs/SCALING.md.
 bench-scaling: model
 	$(BIN)/python bench/scaling.py $(ARGS)
+
+# ---------------------------------------------------------------- replicas and the shared store
+.PHONY: postgres cluster test-cluster router haproxy
+
+# The store tests run on a real PostgreSQL server (Debian's package; each test session
+# starts its own, bench/postgres.py). Installed here as root (CI, these machines); as root a
+# failed install fails the build, since CI must run those tests. Elsewhere they skip,
+# saying what to install.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq postgresql >/dev/null; \
+	  else \
+	    echo "No PostgreSQL, and installing it needs root: the PostgreSQL store tests" \
+	      "will skip. To run them: sudo apt-get install postgresql"; \
+	  fi; }
+
+# vllm-router (Rust, PyPI) in a venv of its own: it needs nothing of ovchat's.
+VLLM_ROUTER_VERSION := 0.1.17
+router:
+	test -x .venv-router/bin/python || $(PYTHON) -m venv .venv-router
+	test -x .venv-router/bin/vllm-router || \
+	  .venv-router/bin/python -m pip install -q "vllm-router==$(VLLM_ROUTER_VERSION)"
+
+# HAProxy, the plain L7 balancer (Debian's), installed as root like PostgreSQL.
+haproxy:
+	@command -v haproxy >/dev/null 2>&1 || test -x /usr/sbin/haproxy || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq haproxy >/dev/null; \
+	  else \
+	    echo "No HAProxy, and installing it needs root: sudo apt-get install haproxy"; exit 1; \
+	  fi; }
+
+# REPLICAS replicas of the default model on loopback behind ROUTER (vllm-router or
+# haproxy, on port ROUTER_PORT), sharing a PostgreSQL Responses store this starts; Ctrl-C
+# stops everything. Configuration: deploy/vllm-router, deploy/haproxy.
+REPLICAS    ?= 2
+ROUTER      ?= vllm-router
+ROUTER_PORT ?= 8100
+POLICY      ?= power_of_two
+cluster: model postgres router haproxy
+	$(BIN)/python -m bench.cluster --replicas $(REPLICAS) --router $(ROUTER) \
+	  --port $(ROUTER_PORT) --policy $(POLICY)
+
+# Opt-in (several minutes, the whole machine): both routers in front of two replicas,
+# the scenarios of tests/cluster, their figures printed at the end (docs/CLUSTER.md).
+test-cluster: model postgres router haproxy
+	OVCHAT_TEST_CLUSTER=1 $(BIN)/pytest -q -ra -s -p no:cacheprovider tests/cluster

@@ -11,6 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from app.engine.base import EngineStats
     from app.pool import ModelPool, ServedModel
 
 PREFIX = "ovchat"
@@ -63,6 +64,7 @@ class _ModelCollector(Collector):
             "Prefill pacing: pieces of long prompts fed to the engine while others decoded.",
             labels=["model"],
         )
+        gateway = _GatewaySeries()
         for model in self._pool.models.values():
             loaded.add_metric([model.id], 1.0 if model.loaded is not None else 0.0)
             if model.loaded is None:
@@ -75,7 +77,48 @@ class _ModelCollector(Collector):
             draft.add_metric([model.id], stats.draft_tokens)
             accepted.add_metric([model.id], stats.accepted_tokens)
             pieces.add_metric([model.id], stats.prefill_pieces)
+            gateway.add(model.id, stats)
         yield from (running, waiting, kv, loaded, memory, draft, accepted, pieces)
+        yield from gateway.families()
+
+
+class _GatewaySeries:
+    """The series the Gateway API Inference Extension's endpoint picker (and llm-d's
+    router) scrape from a model server, by vLLM's names and types: the same numbers as
+    ovchat's own gauges above, aliased, with the served model's id as `model_name`."""
+
+    def __init__(self) -> None:
+        self.running = GaugeMetricFamily(
+            "vllm:num_requests_running",
+            "Number of requests in model execution batches.",
+            labels=["model_name"],
+        )
+        self.waiting = GaugeMetricFamily(
+            "vllm:num_requests_waiting",
+            "Number of requests waiting to be processed: admitted and not running yet, "
+            "ovchat's own admission queue included.",
+            labels=["model_name"],
+        )
+        self.kv = GaugeMetricFamily(
+            "vllm:kv_cache_usage_perc",
+            "KV-cache usage. 1 means 100 percent usage.",
+            labels=["model_name"],
+        )
+        self.cache = GaugeMetricFamily(
+            "vllm:cache_config_info",
+            "Information of the KV cache's layout (value 1).",
+            labels=["model_name", "block_size", "num_gpu_blocks"],
+        )
+
+    def add(self, model: str, stats: EngineStats) -> None:
+        self.running.add_metric([model], stats.running)
+        self.waiting.add_metric([model], stats.waiting)
+        self.kv.add_metric([model], stats.kv_usage)
+        if stats.kv_blocks:
+            self.cache.add_metric([model, str(stats.block_size), str(stats.kv_blocks)], 1.0)
+
+    def families(self) -> Iterator[Metric]:
+        yield from (self.running, self.waiting, self.kv, self.cache)
 
 
 class Metrics:

@@ -121,7 +121,10 @@ class AuthMiddleware:
     responses). The admin paths take only an admin key (which also opens the rest), and
     are closed when none is configured: a user key never loads or unloads models."""
 
-    OPEN_PATHS = frozenset({"/", "/health", "/health/live", "/metrics", "/favicon.ico"})
+    # /get_load with /metrics: what a router polls to balance, as open as the health checks.
+    OPEN_PATHS = frozenset(
+        {"/", "/health", "/health/live", "/metrics", "/get_load", "/favicon.ico"}
+    )
     OPEN_PREFIXES = ("/static/",)
     ADMIN_PATHS = frozenset({"/models/load", "/models/unload"})
 

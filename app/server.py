@@ -6,6 +6,8 @@ import asyncio
 import hashlib
 import logging
 import signal
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Protocol, TypeVar
@@ -169,8 +171,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        response_store = open_store(
-            settings.state_dir, settings.responses_max_stored, settings.responses_max_age_s
+        # In a worker thread: a shared database is a network round trip or several away.
+        response_store = await asyncio.to_thread(
+            open_store,
+            settings.state_dir,
+            settings.responses_max_stored,
+            settings.responses_max_age_s,
+            settings.state_url.get_secret_value() if settings.state_url else None,
         )
         try:
             await pool.start()
@@ -277,12 +284,32 @@ class _DrainingServer:
         class Server(uvicorn.Server):
             def handle_exit(self, sig: int, frame: object) -> None:
                 state: ServerState | None = getattr(app_ref.state, "ovchat", None)
-                if state is not None and not state.models.draining:
-                    logger.info(
-                        "Shutting down: draining %d in-flight sequences (at most %.0f s)",
-                        state.models.drain(),
-                        settings.shutdown_timeout_s,
-                    )
+                if state is None or state.models.draining:  # not up yet, or a second signal
+                    self._exit(sig, frame)
+                    return
+                logger.info(
+                    "Shutting down: draining %d in-flight sequences (at most %.0f s)",
+                    state.models.drain(),
+                    settings.shutdown_timeout_s,
+                )
+                # The listener stays open until the drain ends: /health answers 503 and a
+                # new request 503 with Retry-After, which tells a router's health check to
+                # take this replica out of rotation and its retry to go elsewhere. uvicorn
+                # would close it at once, and a refused connection says nothing of why.
+                threading.Thread(
+                    target=self._exit_when_drained,
+                    args=(state, sig, frame),
+                    name="ovchat-drain",
+                    daemon=True,
+                ).start()
+
+            def _exit_when_drained(self, state: ServerState, sig: int, frame: object) -> None:
+                deadline = time.monotonic() + settings.shutdown_timeout_s
+                while state.models.in_flight() > 0 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                self._exit(sig, frame)
+
+            def _exit(self, sig: int, frame: object) -> None:
                 super().handle_exit(sig, frame)  # type: ignore[arg-type]
                 # uvicorn re-raises the signal after shutdown, so a drained SIGTERM would
                 # exit as "killed"; a finished drain is a clean exit (0) for supervisors.

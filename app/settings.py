@@ -309,6 +309,14 @@ class Settings(BaseSettings):
         description="Folder of the server's own state: the stored Responses API responses "
         "(responses.sqlite3). Default: $XDG_STATE_HOME/ovchat or ~/.local/state/ovchat.",
     )
+    state_url: SecretStr | None = Field(
+        None,
+        description="A PostgreSQL database for the stored Responses API responses "
+        "(postgresql://user:password@host:port/dbname, libpq's URL), shared by every replica "
+        "given the same URL, so a conversation continues on whichever replica takes its "
+        "next turn. Unset: SQLite in state_dir, this server's own. A secret (it may hold a "
+        "password): never logged.",
+    )
     responses_max_stored: int = Field(
         10_000,
         ge=1,

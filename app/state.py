@@ -5,7 +5,7 @@ lifespan and reached by routes through dependencies, never through module global
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import psutil
@@ -75,7 +75,15 @@ class GenerationModel(_InItsOwnEngine):
     system_fingerprint: str
 
     def stats(self) -> EngineStats:
-        return self.engine.stats()
+        """The engine's report, with what waits counted from admission: every sequence
+        admitted and not running waits, in the engine's queue, in the worker's, or still in
+        the server (a grammar being checked, a turn being read from the store). The engine
+        reports as of its last step, so its running count may still hold a sequence whose
+        ticket has just been released: it is capped at what is admitted."""
+        engine = self.engine.stats()
+        admitted = self.admission.in_flight
+        running = min(engine.running, admitted)
+        return replace(engine, running=running, waiting=admitted - running)
 
     def pid(self) -> int | None:
         return self.engine.pid()

@@ -3,12 +3,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from app.modelstore import store
 from app.settings import REPO_ROOT
 from app.textmodel import TextModel
+
+if TYPE_CHECKING:
+    from bench.postgres import PostgresServer
 
 STORE = REPO_ROOT / "model_store"
 
@@ -74,3 +78,17 @@ def minilm_dir() -> Path:
 @pytest.fixture(scope="session")
 def text_model(tiny_model_dir: Path) -> TextModel:
     return TextModel.load(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server for the session (bench/postgres.py), ~1 s to start;
+    the tests that need one skip, saying what to install, where PostgreSQL is missing."""
+    from bench import postgres
+
+    try:
+        server = postgres.start()
+    except FileNotFoundError as missing:
+        pytest.skip(f"these tests need a PostgreSQL server: {missing}")
+    yield server
+    server.stop()

@@ -89,6 +89,9 @@ class EngineStats:
     draft_tokens: int = 0
     accepted_tokens: int = 0
     prefill_pieces: int = 0  # prompt pieces prefill pacing fed the engine, since it started
+    # The KV cache's layout (tokens per block, blocks in the cache); 0 when not known.
+    block_size: int = 0
+    kv_blocks: int = 0
 
 
 # What an engine can do beyond plain sampling; requests needing more are refused with 400.

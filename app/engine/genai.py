@@ -81,11 +81,14 @@ class GenaiEngine:
 
     def stats(self) -> EngineStats:
         now = self._stats if self.engine_running else EngineStats()
+        started = self._process.started
         return replace(
             now,
             draft_tokens=self.draft_tokens,
             accepted_tokens=self.accepted_tokens,
             prefill_pieces=self.prefill_pieces,
+            block_size=started.block_size if started is not None else 0,
+            kv_blocks=started.kv_blocks if started is not None else 0,
         )
 
     def on_step(self, callback: Callable[[float], None]) -> None:

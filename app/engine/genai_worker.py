@@ -321,9 +321,10 @@ def kv_capacity_tokens(cfg: WorkerConfig) -> int:
     return int(cfg.kv_cache_gb * 2**30 // max(per_token, 1))
 
 
-def pacer(cfg: WorkerConfig, window: int | None) -> PrefillPacer[_Request] | None:
+def pacer(cfg: WorkerConfig, window: int | None, blocks: int = 0) -> PrefillPacer[_Request] | None:
     """The prefill pacer, when it is on and the prefix cache it rests on keeps every block
-    (`window`: the window cache, which drops blocks a piece computed)."""
+    (`window`: the window cache, which drops blocks a piece computed); `blocks`: the KV
+    cache's, as counted at startup (0: estimated from the model's config)."""
     block = kv_block_size(cfg.device)
     pace = cfg.prefill_pace // block * block
     if not pace or pace >= cfg.max_num_batched_tokens:
@@ -337,7 +338,7 @@ def pacer(cfg: WorkerConfig, window: int | None) -> PrefillPacer[_Request] | Non
         pace,
         cfg.max_num_batched_tokens,
     )
-    return PrefillPacer(pace, PrefixLedger(block, kv_capacity_tokens(cfg) // block))
+    return PrefillPacer(pace, PrefixLedger(block, blocks or kv_capacity_tokens(cfg) // block))
 
 
 class _Worker:
@@ -553,11 +554,9 @@ class _Worker:
                 events.append(RequestTokens(request.rid, tokens, logprobs, finish))
         if events or pieces:
             metrics = self.pipe.get_metrics()
-            # Requests the pacer holds back are waiting as much as those genai queues.
-            held = len(self.pacer) if self.pacer is not None else 0
             stats = StepStats(
                 step_s,
-                max(0, metrics.requests - pieces) + held,
+                max(0, metrics.requests - pieces),
                 max(0, metrics.scheduled_requests - pieces),
                 metrics.cache_usage,
                 drafted,
@@ -671,6 +670,39 @@ def pipeline_properties(cfg: WorkerConfig) -> dict[str, Any]:
     return properties
 
 
+def cache_blocks(pipe: Any, cfg: WorkerConfig) -> int:
+    """How many KV blocks the cache holds. Counted in blocks it is exact; sized in GiB, genai
+    does not say, but its usage share does: a request of one block's worth of tokens fills
+    one block, 1/N of the cache. Stepping it also runs the model's first inference before
+    the server reports ready, which the first client would otherwise wait for. 0 when the
+    probe cannot run (a speculative pipeline takes no plain request)."""
+    block = kv_block_size(cfg.device)
+    if cfg.kv_cache_tokens:
+        return -(-cfg.kv_cache_tokens // block)
+    if cfg.speculation is not None:
+        return 0
+    import numpy as np
+    import openvino as ov
+    import openvino_genai as ov_genai
+
+    config = ov_genai.GenerationConfig()
+    config.max_new_tokens = 2
+    config.ignore_eos = True
+    # One token repeated for a block: no real prompt starts so, so the block the prefix
+    # cache keeps of the probe is never reused.
+    prompt: Any = np.full((1, block - 1), 1, dtype=np.int64)
+    try:
+        handle = pipe.add_request(0, ov.Tensor(prompt), config)  # the server's ids start at 1
+        pipe.step()
+        share = pipe.get_metrics().cache_usage / 100
+        handle.cancel()
+        pipe.step()
+    except Exception as exc:  # the metric is left out, the engine serves as before
+        logger.warning("Could not count the KV cache's blocks: %s", _last_line(exc))
+        return 0
+    return round(1 / share) if share > 0 else 0
+
+
 def run(cfg: WorkerConfig, inbox: Queue[ToEngine], out: Connection) -> None:
     from app.logs import configure
 
@@ -693,8 +725,11 @@ def run(cfg: WorkerConfig, inbox: Queue[ToEngine], out: Connection) -> None:
     except Exception as exc:  # reported to the server, which refuses to start
         out.send([EngineFailed(f"{type(exc).__name__}: {exc}")])
         return
-    out.send([EngineReady(cfg.device)])
-    worker = _Worker(pipe, out, cfg.speculation, cfg.max_num_batched_tokens, pacer(cfg, window))
+    blocks = cache_blocks(pipe, cfg)
+    out.send([EngineReady(cfg.device, kv_block_size(cfg.device), blocks)])
+    worker = _Worker(
+        pipe, out, cfg.speculation, cfg.max_num_batched_tokens, pacer(cfg, window, blocks)
+    )
     while True:
         try:
             worker.flush()

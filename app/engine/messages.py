@@ -35,6 +35,10 @@ ToEngine = AddRequest | CancelRequest | StopEngine
 @dataclass(frozen=True, slots=True)
 class EngineReady:
     device: str
+    # The KV cache's layout, for /metrics (vLLM's cache_config_info): tokens per block and
+    # blocks in the cache; 0 where the engine could not tell.
+    block_size: int = 0
+    kv_blocks: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,7 @@ class EngineProcess:
         self._watching = False
         self._restarting: asyncio.Task[None] | None = None
         self.ready = False
+        self.started: EngineReady | None = None  # what the child said when it was ready
         self.stopping = False
         self.restarts = 0
 
@@ -86,6 +87,7 @@ class EngineProcess:
         if not isinstance(first, EngineReady):
             self._process.join(timeout=5)
             raise EngineStartError(f"the {self.what} could not load the model: {first}")
+        self.started = first
         self.ready = True
         assert self._loop is not None
         self._loop.add_reader(self._outbox.fileno(), self._on_readable)

@@ -30,3 +30,9 @@ class ModelAction(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str
+
+
+class Load(BaseModel):
+    """GET /get_load, in the shape vllm-router's power_of_two policy reads."""
+
+    load: int  # sequences running plus waiting, over every loaded model

@@ -3,8 +3,9 @@ was made from, and the link to the response it continues, so `previous_response_
 rebuild a conversation and GET /v1/responses/{id} can return it after a restart.
 
 The store is behind a small protocol so a shared database can take SQLite's place for
-replicas; SQLite (the standard library's) is the embedded default. Every call runs in a
-worker thread: the event loop never waits on the disk."""
+replicas: SQLite (the standard library's) is the embedded default, PostgreSQL
+(app/storage/postgres.py, `state_url`) the shared one. Every call runs in a worker thread:
+the event loop never waits on the disk or the network."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -48,6 +50,26 @@ class ResponseStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+def walk_chain(
+    get: Callable[[str], StoredResponse | None], response_id: str
+) -> list[dict[str, Any]]:
+    """Every input and output item of a response and of those it continues, oldest first,
+    each link read with `get`."""
+    parts: list[list[dict[str, Any]]] = []
+    seen: set[str] = set()
+    current: str | None = response_id
+    while current is not None:
+        if current in seen:  # a cycle cannot be made through the API; refuse one anyway
+            raise ChainBroken(current)
+        seen.add(current)
+        record = get(current)
+        if record is None:
+            raise ChainBroken(current)
+        parts.append(record.input + list(record.response.get("output", [])))
+        current = record.previous_id
+    return [item for part in reversed(parts) for item in part]
 
 
 _SCHEMA = """
@@ -87,12 +109,7 @@ class SqliteResponseStore:
                 "SELECT id, response FROM responses WHERE status IN (?, ?)", UNFINISHED
             ).fetchall()
             for response_id, text in rows:
-                response = json.loads(text)
-                response["status"] = "failed"
-                response["error"] = {
-                    "code": "server_error",
-                    "message": "The server restarted before this response finished.",
-                }
+                response = failed_by_restart(json.loads(text))
                 self._db.execute(
                     "UPDATE responses SET status = 'failed', response = ? WHERE id = ?",
                     (json.dumps(response), response_id),
@@ -156,19 +173,7 @@ class SqliteResponseStore:
         return cursor.rowcount > 0
 
     def _chain(self, response_id: str, owner: str | None) -> list[dict[str, Any]]:
-        parts: list[list[dict[str, Any]]] = []
-        seen: set[str] = set()
-        current: str | None = response_id
-        while current is not None:
-            if current in seen:  # a cycle cannot be made through the API; refuse one anyway
-                raise ChainBroken(current)
-            seen.add(current)
-            record = self._get(current, owner)
-            if record is None:
-                raise ChainBroken(current)
-            parts.append(record.input + list(record.response.get("output", [])))
-            current = record.previous_id
-        return [item for part in reversed(parts) for item in part]
+        return walk_chain(lambda rid: self._get(rid, owner), response_id)
 
     # ------------------------------------------------------------------ async API
 
@@ -189,5 +194,24 @@ class SqliteResponseStore:
             self._db.close()
 
 
-def open_store(state_dir: Path, max_stored: int, max_age_s: float) -> SqliteResponseStore:
+def open_store(
+    state_dir: Path, max_stored: int, max_age_s: float, url: str | None = None
+) -> ResponseStore:
+    """PostgreSQL when a URL is given (replicas share it), else SQLite in state_dir."""
+    if url:
+        from app.storage.postgres import PostgresResponseStore
+
+        return PostgresResponseStore(url, max_stored, max_age_s)
     return SqliteResponseStore(state_dir / "responses.sqlite3", max_stored, max_age_s)
+
+
+def failed_by_restart(response: dict[str, Any]) -> dict[str, Any]:
+    """A background response whose server stopped before it finished: it cannot resume."""
+    return {
+        **response,
+        "status": "failed",
+        "error": {
+            "code": "server_error",
+            "message": "The server restarted before this response finished.",
+        },
+    }

@@ -237,6 +237,13 @@ def test_sigterm_drains_in_flight_streams(server_logs: Path, tiny_model_dir: Pat
         thread.start()
     assert wait_until(lambda: health(server)["in_flight"] == 3, 10)
     server.process.send_signal(signal.SIGTERM)
+    # Still listening while it drains, on new connections too: a router's health check
+    # reads 503 and takes it out of rotation, a new request is refused with Retry-After.
+    assert wait_until(lambda: health(server).get("draining") is True, 10)
+    assert httpx.get(f"{server.url}/health", timeout=5).status_code == 503
+    refused = httpx.post(f"{server.url}/v1/chat/completions", json=body(max_tokens=2), timeout=5)
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json()["error"]["code"] == "server_shutting_down"
     for thread in threads:
         thread.join(60)
     assert server.process.wait(60) == 0

@@ -9,6 +9,14 @@ from dataclasses import dataclass, field
 from app.engine.base import EngineStats, SamplingParams, TokenDelta
 
 
+async def _until(condition: Callable[[], bool]) -> None:
+    """Polled, not an asyncio.Event: tests flip the fake's flags from their own thread."""
+    while True:
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+
+
 @dataclass
 class FakeEngine:
     """Answers every request with `reply_ids` (one token per delta), then an eos id."""
@@ -28,6 +36,13 @@ class FakeEngine:
     step_callback: Callable[[float], None] | None = None
     checked: list[SamplingParams] = field(default_factory=list)
     bad_grammars: set[str] = field(default_factory=set)
+    # A batch limit, as genai's max_num_seqs: beyond it a request waits to run. While
+    # `paused`, running requests hold before their first token.
+    max_running: int | None = None
+    paused: bool = False
+    kv_usage: float = 0.0
+    block_size: int = 0
+    kv_blocks: int = 0
 
     async def start(self) -> None:
         pass
@@ -48,7 +63,12 @@ class FakeEngine:
         return self.running_now
 
     def stats(self) -> EngineStats:
-        return EngineStats(running=self.running_now)
+        return EngineStats(
+            running=self.running_now,
+            kv_usage=self.kv_usage,
+            block_size=self.block_size,
+            kv_blocks=self.kv_blocks,
+        )
 
     def on_step(self, callback: Callable[[float], None]) -> None:
         self.step_callback = callback
@@ -66,9 +86,11 @@ class FakeEngine:
         from app.engine.base import EngineError
 
         self.calls.append((prompt_ids, params))
+        await _until(lambda: self.max_running is None or self.running_now < self.max_running)
         self.running_now += 1
         finished = False
         try:
+            await _until(lambda: not self.paused)
             script = [*self.reply_ids, self.eos_id]
             if params.ignore_eos:
                 script = self.reply_ids * (params.max_new_tokens // len(self.reply_ids) + 1)

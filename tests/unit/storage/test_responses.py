@@ -1,15 +1,15 @@
-"""The SQLite response store: what it keeps, for whom, for how long, and the chain a
-previous_response_id stands for."""
+"""The response stores, SQLite and PostgreSQL alike (tests/unit/storage/conftest.py): what
+they keep, for whom, for how long, and the chain a previous_response_id stands for."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import pytest
 
-from app.storage.responses import ChainBroken, SqliteResponseStore, StoredResponse
+from app.storage.responses import ChainBroken, StoredResponse
+from tests.unit.storage.conftest import OpenStore
 
 
 def record(
@@ -30,8 +30,8 @@ def record(
     )
 
 
-def test_a_chain_is_every_item_oldest_first(tmp_path: Path) -> None:
-    store = SqliteResponseStore(tmp_path / "r.db", max_stored=10, max_age_s=60)
+def test_a_chain_is_every_item_oldest_first(open_store: OpenStore) -> None:
+    store = open_store()
     for rid, previous in (("a", None), ("b", "a"), ("c", "b")):
         asyncio.run(store.put(record(rid, previous)))
     chain = asyncio.run(store.chain("c", None))
@@ -42,8 +42,8 @@ def test_a_chain_is_every_item_oldest_first(tmp_path: Path) -> None:
     assert broken.value.args[0] == "a"
 
 
-def test_responses_are_their_owners(tmp_path: Path) -> None:
-    store = SqliteResponseStore(tmp_path / "r.db", max_stored=10, max_age_s=60)
+def test_responses_are_their_owners(open_store: OpenStore) -> None:
+    store = open_store()
     asyncio.run(store.put(record("a", owner="key1")))
     assert asyncio.run(store.get("a", "key1")) is not None
     assert asyncio.run(store.get("a", "key2")) is None
@@ -52,8 +52,8 @@ def test_responses_are_their_owners(tmp_path: Path) -> None:
     assert asyncio.run(store.delete("a", "key1"))
 
 
-def test_the_oldest_go_first_by_count_and_age(tmp_path: Path) -> None:
-    store = SqliteResponseStore(tmp_path / "r.db", max_stored=2, max_age_s=60)
+def test_the_oldest_go_first_by_count_and_age(open_store: OpenStore) -> None:
+    store = open_store(max_stored=2)
     asyncio.run(store.put(record("old", age=120)))
     assert asyncio.run(store.get("old", None)) is None  # past its age, never served
     for rid, age in (("a", 3), ("b", 2), ("c", 1)):
@@ -61,13 +61,12 @@ def test_the_oldest_go_first_by_count_and_age(tmp_path: Path) -> None:
     assert [asyncio.run(store.get(r, None)) is not None for r in "abc"] == [False, True, True]
 
 
-def test_a_restart_fails_what_was_running(tmp_path: Path) -> None:
-    path = tmp_path / "r.db"
-    store = SqliteResponseStore(path, max_stored=10, max_age_s=60)
+def test_a_restart_fails_what_was_running(open_store: OpenStore) -> None:
+    store = open_store()
     asyncio.run(store.put(record("bg", status="in_progress")))
     asyncio.run(store.put(record("done")))
     asyncio.run(store.close())
-    reopened = SqliteResponseStore(path, max_stored=10, max_age_s=60)
+    reopened = open_store()
     failed = asyncio.run(reopened.get("bg", None))
     assert failed is not None and failed.status == "failed"
     assert (
@@ -75,3 +74,16 @@ def test_a_restart_fails_what_was_running(tmp_path: Path) -> None:
     )
     done = asyncio.run(reopened.get("done", None))
     assert done is not None and done.status == "completed"
+
+
+def test_writers_at_once_keep_the_limits(open_store: OpenStore) -> None:
+    """Puts that overlap (each in its own worker thread) all land, and pruning still
+    leaves exactly the newest max_stored."""
+    store = open_store(max_stored=20)
+
+    async def write_all() -> None:
+        await asyncio.gather(*(store.put(record(f"r{i:02d}", age=60 - i)) for i in range(50)))
+
+    asyncio.run(write_all())
+    kept = [asyncio.run(store.get(f"r{i:02d}", None)) is not None for i in range(50)]
+    assert kept == [False] * 30 + [True] * 20
