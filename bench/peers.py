@@ -381,7 +381,9 @@ def _shown_args(launch: Launch) -> str:
     """The command as a reader would type it: the executable's name, not its path."""
     args = [Path(launch.cmd[0]).name, *launch.cmd[1:]]
     for i, arg in enumerate(args):
-        if arg.startswith(str(ROOT)):
+        if i and args[i - 1] == "--port":
+            args[i] = "PORT"
+        elif arg.startswith(str(ROOT)):
             args[i] = str(Path(arg).relative_to(ROOT))
         elif arg.startswith("/") and arg.endswith(".gguf"):
             args[i] = Path(arg).name

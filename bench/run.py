@@ -107,6 +107,25 @@ def command_line() -> str:
     return f"python -m bench {args}".rstrip()
 
 
+BENCH_LOCK = Path("/tmp/ovchat-bench.lock")
+
+
+def under_bench_lock() -> bool:
+    """Whether someone (the `flock` this run was started under, on a shared machine)
+    holds the benchmarks' lock, so that the command written down says so."""
+    import fcntl
+
+    try:
+        with BENCH_LOCK.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def machine_info(model: Path) -> dict[str, Any]:
     weights = weights_read_per_token(model)
     bandwidth = measure_bandwidth()
@@ -217,7 +236,8 @@ def peers_part(
         with_guidellm=not args.no_guidellm,
     )
     measured["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    measured["command"] = f"flock /tmp/ovchat-bench.lock {command_line()}"
+    locked = f"flock {BENCH_LOCK} " if under_bench_lock() else ""
+    measured["command"] = locked + command_line()
     if burst_only and PEERS_JSON.is_file():
         measured = peers.merge_burst(json.loads(PEERS_JSON.read_text()), measured)
     result = peers.finish(measured)
