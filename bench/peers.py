@@ -15,6 +15,7 @@ A peer that is not installed is skipped with a line saying how to install it.
     .venv/bin/python -m bench --only peers     # the side-by-side, the burst, guidellm
     .venv/bin/python -m bench --only burst     # only the burst, the rest of the section kept
     .venv/bin/python -m bench.peers hf-folder  # the bf16 HF folder vLLM serves
+    .venv/bin/python -m bench.peers vllm-bind  # vLLM's OpenMP bindings against each other
 """
 
 from __future__ import annotations
@@ -561,9 +562,55 @@ def build_hf_folder(out: Path = VLLM_MODEL) -> Path:
     return out
 
 
+def vllm_binding(rounds: int = 2, binds: tuple[str, ...] = ("auto", "0-1")) -> dict[str, Any]:
+    """vLLM with each OpenMP binding (VLLM_CPU_OMP_THREADS_BIND), all up at once, at the
+    side-by-side's levels in interleaved rounds, and the burst: the evidence for the
+    binding bench/servers.py gives it. Prints per-round aggregate tokens/s and burst TTFT."""
+    from app.modelstore import store
+    from app.textmodel import TextModel
+    from bench.probes import prompts
+
+    model = store.model_dir(ROOT / "model_store", store.DEFAULT_MODEL)
+    prompt = prompts(TextModel.load(model))["short"]
+    launches = []
+    for bind in binds:
+        env = vllm_env()
+        env["VLLM_CPU_OMP_THREADS_BIND"] = bind
+        port = free_port()
+        launches.append(
+            Launch(
+                f"vllm bind {bind}",
+                f"vllm bind {bind}",
+                vllm_cmd(VLLM_PYTHON, VLLM_MODEL, port),
+                _url(port),
+                PEER_LEVELS,
+                env=env,
+                extra=EXTRA[VLLM],
+                burst=True,
+            )
+        )
+    logs = ROOT / "bench" / "results" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with running(launches, logs):
+        raw = asyncio.run(measure_levels(launches, prompt, PEER_LEVELS, rounds))
+        bursts = asyncio.run(measure_burst(launches, prompt, rounds))
+    result = {
+        who: {
+            "tok_s": {level: [e["tok_s"] for e in entries] for level, entries in levels.items()},
+            "burst_ttft_p50_ms": [round(b["burst_ttft_p50_ms"]) for b in bursts[who]],
+        }
+        for who, levels in raw.items()
+    }
+    print(json.dumps(result, indent=1))
+    return result
+
+
 def main() -> int:
     if sys.argv[1:] == ["hf-folder"]:
         print(build_hf_folder())
+        return 0
+    if sys.argv[1:] == ["vllm-bind"]:
+        vllm_binding()
         return 0
     print(__doc__)
     return 2

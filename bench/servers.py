@@ -215,10 +215,14 @@ def vllm_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """vLLM's CPU performance settings, from its CPU installation guide: TCMalloc preloaded
     (its first performance tip; Debian's libtcmalloc-minimal4, used when installed) and
     a KV cache sized explicitly (VLLM_CPU_KVCACHE_SPACE, GiB): 4 GiB holds 16 streams of
-    the longest prompt here many times over. OpenMP threads stay bound by vLLM itself
-    (VLLM_CPU_OMP_THREADS_BIND=auto, one thread per physical core): with 2 cores,
-    reserving one for the HTTP server, as the guide suggests for many-core hosts, would
-    halve the compute."""
+    the longest prompt here many times over. OpenMP threads bound by vLLM itself
+    (VLLM_CPU_OMP_THREADS_BIND=auto): on x86 it reserves a core for its scheduler and HTTP
+    server, as the guide advises for online serving, and binds OpenMP to the others, here
+    one. Both cores for OpenMP (`0-1`) measured 3-4x slower on this 2-core machine
+    (`python -m bench.peers vllm-bind`, 2026-12-02: both up at once, 2 interleaved
+    rounds: c8 33-49 against 138-143 tok/s, c16 51-65 against 232-241, burst TTFT
+    1.75-1.93 s against 0.61-0.77 s): its OpenMP threads then fight the scheduler process
+    for the cores."""
     env = dict(os.environ if base is None else base)
     env["VLLM_CPU_KVCACHE_SPACE"] = str(VLLM_KV_CACHE_GIB)
     env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "auto")
