@@ -356,7 +356,12 @@ def render(result: dict[str, Any]) -> str:
             f"nothing else running, {result.get('burst_rounds', '?')} rounds; TTFT p50, "
             "median over rounds: "
             + ", ".join(f"{who} {ms:.0f} ms" for who, ms in burst.items())
-            + (" (llama-server: the `--parallel 8` server)." if LLAMA in burst else "."),
+            + (" (llama-server: the `--parallel 8` server)." if LLAMA in burst else ".")
+            + (
+                f" Re-measured alone {result['burst_date']} with `{result['burst_command']}`."
+                if "burst_date" in result
+                else ""
+            ),
             "",
         ]
     if summary.get("ratios"):

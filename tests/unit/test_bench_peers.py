@@ -130,6 +130,7 @@ def test_a_burst_only_run_replaces_only_the_burst_figures() -> None:
     assert merged["raw"] is RAW and merged["date"] == "then"
     assert merged["burst"] == {"ovchat": burst(200)}
     assert (merged["burst_date"], merged["burst_command"]) == ("now", "burst")
+    assert "Re-measured alone now with `burst`." in peers.render(peers.finish(merged))
 
 
 def test_parts_selected() -> None:
