@@ -60,9 +60,9 @@ OVCHAT, LLAMA, VLLM = "ovchat", "llama-server", "vllm"
 
 
 def peer_requests(level: int) -> int:
-    """Two waves of requests per level (at least 4): one wave's tail, where the last
-    streams finish alone, would weigh as much as its body."""
-    return max(2 * level, 4)
+    """As many requests as streams (at least 4), as the per-contender tables send: one
+    wave a level, so that a slow peer at 16 streams still fits the bench's time."""
+    return max(level, 4)
 
 
 @dataclass
@@ -85,7 +85,7 @@ class Plan:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def plan(model: Path, gguf: str, levels: tuple[int, ...]) -> Plan:
+def plan(model: Path, gguf: str, levels: tuple[int, ...], llama_threads: int | None = None) -> Plan:
     """The servers to start: ovchat with its defaults; one llama-server per level, with
     `--parallel` equal to it; vLLM. The burst (BURST requests at once) goes to the
     llama-server whose slots fit it best: the smallest `--parallel` >= BURST."""
@@ -104,7 +104,9 @@ def plan(model: Path, gguf: str, levels: tuple[int, ...]) -> Plan:
                 Launch(
                     LLAMA,
                     f"llama-server --parallel {level}",
-                    llama_server_cmd(binary, gguf, port, parallel=level),
+                    llama_server_cmd(
+                        binary, gguf, port, parallel=level, threads=(llama_threads or {}).get(level)
+                    ),
                     _url(port),
                     (level,),
                     extra=EXTRA[LLAMA],
@@ -132,6 +134,16 @@ def plan(model: Path, gguf: str, levels: tuple[int, ...]) -> Plan:
             )
         )
     return out
+
+
+def parse_threads(spec: str, levels: tuple[int, ...]) -> dict[int, int]:
+    """`--llama-threads`: one count for every level ("1"), or per level ("1:2,8:1")."""
+    if not spec:
+        return {}
+    if ":" not in spec:
+        return dict.fromkeys(levels, int(spec))
+    pairs = (item.split(":") for item in spec.split(","))
+    return {int(level): int(threads) for level, threads in pairs}
 
 
 def _url(port: int) -> str:
@@ -323,7 +335,7 @@ def render(result: dict[str, Any]) -> str:
         f"on the GGUF the int4 model is made from, one server per level with `--parallel` "
         f"equal to the level, its best configuration; vLLM CPU on the same weights as a bf16 "
         f"HF folder). Streaming, greedy, exactly {OUT_TOKENS} output tokens (eos ignored), "
-        f"the ~50-token prompt, {peer_requests(8) // 8} waves of requests per level, "
+        f"the ~50-token prompt, as many requests per level as streams (at least 4), "
         f"{result.get('rounds', '?')} interleaved rounds (levels and servers in reverse order "
         f"every other round); medians, ranges over rounds, ratios the median of per-round "
         f"ratios.",
@@ -496,12 +508,13 @@ def side_by_side(
     rounds: int = PEER_ROUNDS,
     burst_only: bool = False,
     with_guidellm: bool = True,
+    llama_threads: dict[int, int] | None = None,
 ) -> dict[str, Any]:
     """The whole peers measurement (or only its burst probe), as a JSON-able dict that
     `render` turns into the section."""
     from app.modelstore import smollm2
 
-    chosen = plan(model, str(smollm2.gguf_path()), levels)
+    chosen = plan(model, str(smollm2.gguf_path()), levels, llama_threads)
     launches = [launch for launch in chosen.launches if launch.burst or not burst_only]
     result: dict[str, Any] = {"skipped": dict(chosen.skipped), "rounds": rounds}
     with running(launches, logs) as info:

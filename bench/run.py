@@ -234,6 +234,7 @@ def peers_part(
         rounds=args.peer_rounds,
         burst_only=burst_only,
         with_guidellm=not args.no_guidellm,
+        llama_threads=peers.parse_threads(args.llama_threads, levels),
     )
     measured["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     locked = f"flock {BENCH_LOCK} " if under_bench_lock() else ""
@@ -267,6 +268,12 @@ def main() -> int:
         help="concurrency levels of the side-by-side (comma-separated)",
     )
     parser.add_argument("--no-guidellm", action="store_true", help="peers without guidellm")
+    parser.add_argument(
+        "--llama-threads",
+        default="",
+        help='the peers\' llama-server threads, for every level ("1") or per level '
+        '("1:2,8:1"); default every core',
+    )
     parser.add_argument("--phi3", action="store_true", help="also the Phi-3-mini-shaped model")
     parser.add_argument(
         "--qwen",

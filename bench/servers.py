@@ -150,12 +150,14 @@ def llama_cpp_python_cmd(python: Path, gguf: str, port: int) -> list[str]:
     ]
 
 
-def llama_server_cmd(binary: Path, gguf: str, port: int, parallel: int = 32) -> list[str]:
+def llama_server_cmd(
+    binary: Path, gguf: str, port: int, parallel: int = 32, threads: int | None = None
+) -> list[str]:
     """llama.cpp's C++ server with `parallel` slots (continuous batching across slots),
     each with room for the long prompt and the answer. More slots than streams is not
     free: every step walks all of them, so its best configuration at a level is as many
-    slots as streams."""
-    cores = str(os.cpu_count())
+    slots as streams. `threads` defaults to every core."""
+    cores = str(threads or os.cpu_count())
     return [
         str(binary),
         "--model",

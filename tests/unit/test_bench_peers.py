@@ -213,3 +213,9 @@ def test_ovchat_env_puts_this_checkout_first() -> None:
     env = servers.ovchat_env({"PYTHONPATH": "/elsewhere"})
     assert env["PYTHONPATH"].split(":") == [str(servers.ROOT), "/elsewhere"]
     assert servers.ovchat_env({})["PYTHONPATH"] == str(servers.ROOT)
+
+
+def test_llama_threads_for_every_level_or_per_level() -> None:
+    assert peers.parse_threads("", (1, 8)) == {}
+    assert peers.parse_threads("1", (1, 8)) == {1: 1, 8: 1}
+    assert peers.parse_threads("1:2,8:1", (1, 8, 16)) == {1: 2, 8: 1}
