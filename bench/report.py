@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 from bench.loadgen import LevelResult
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
+PLOT = DOC.with_name("benchmarks.png")
+# A section measured apart (bench/ab.py, speculation.py, burst.py, the peers) and kept
+# across runs: `<!-- NAME:start -->` ... `<!-- NAME:end -->`.
+_SECTION = re.compile(r"<!-- ([\w-]+):start -->.*?<!-- \1:end -->", re.DOTALL)
 
 COLUMNS = [
     ("concurrency", "conc."),
@@ -384,18 +391,23 @@ def write_report(results: list[LevelResult], extras: dict[str, Any], doc: Path, 
                 lines.append("| " + " | ".join(str(getattr(r, k)) for k, _ in COLUMNS) + " |")
     lines += ["", "![aggregate tokens/s and TTFT against concurrency](benchmarks.png)", ""]
     document = "\n".join(lines)
-    # bench/ab.py's before-and-after section is measured apart and kept across runs.
     previous = doc.read_text() if doc.is_file() else ""
-    if "<!-- ab:start -->" in previous and "<!-- ab:end -->" in previous:
-        start, end = previous.index("<!-- ab:start -->"), previous.index("<!-- ab:end -->")
-        section = previous[start:end] + "<!-- ab:end -->"
-        head, found, tail = document.partition("\n## Targets")
-        if found:
-            document = head + "\n" + section + "\n\n## Targets" + tail
-        else:
-            document += "\n\n" + section
+    document = keep_sections(previous, document)
     doc.write_text(document)
     _plot(results, plot)
+
+
+def keep_sections(previous: str, document: str) -> str:
+    """`document` with the marked sections of `previous` (measured apart, by their own
+    commands) put back in, in their order, before its Targets."""
+    sections = [m.group(0) for m in _SECTION.finditer(previous)]
+    if not sections:
+        return document
+    kept = "\n\n".join(sections)
+    head, found, tail = document.partition("\n## Targets")
+    if found:
+        return head + "\n" + kept + "\n\n## Targets" + tail
+    return document + "\n\n" + kept
 
 
 def _plot(results: list[LevelResult], path: Path) -> None:

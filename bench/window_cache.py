@@ -21,7 +21,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# Sized in tokens at u4, as a Phi-3-mini server in 6 GB runs (bench/run.py CONTEXT_FLAGS),
+# Sized in tokens at u4, as a Phi-3-mini server in 6 GB runs (bench/realistic.py CONTEXT_FLAGS),
 # with a step budget that prefills in 256-token chunks.
 SETTINGS = {"kv_cache_tokens": 8192, "kv_cache_precision": "u4", "max_num_batched_tokens": 256}
 

@@ -6,21 +6,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 
-from app.settings import REPO_ROOT
+from bench import servers
 
 STARTUP_TIMEOUT_S = 180
 JS = Path(__file__).resolve().parent.parent / "js"  # the JavaScript clients (npm)
@@ -32,12 +27,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in item.path.resolve().parents:
             item.add_marker(pytest.mark.integration)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -62,34 +51,21 @@ def start_server(tmp: Path, model: Path, name: str, *extra: str) -> Server:
 def launch(tmp: Path, name: str, *args: str) -> Server:
     """`ovchat serve` with `args` (the models included); `name` labels its log and is the
     model its client speaks to by default."""
-    port = free_port()
+    port = servers.free_port()
     log = tmp / f"{name}-{port}.log"
-    cmd = [sys.executable, "-m", "app", "serve", "--port", str(port), *args]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-    server = Server(f"http://127.0.0.1:{port}", name, log, process)
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log_text()}")
-        try:
-            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    stop_server(server)
-    raise RuntimeError(f"server not ready in {STARTUP_TIMEOUT_S} s:\n{server.log_text()}")
+    process, _ = servers.spawn(
+        servers.ovchat_serve_cmd(port, *args),
+        f"http://127.0.0.1:{port}/health",
+        log,
+        STARTUP_TIMEOUT_S,
+        env=servers.ovchat_env(),
+        poll_s=0.3,
+    )
+    return Server(f"http://127.0.0.1:{port}", name, log, process)
 
 
 def stop_server(server: Server) -> None:
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGTERM)
-        try:
-            server.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
+    servers.stop(server.process, timeout_s=30)
 
 
 @pytest.fixture(scope="session")
