@@ -169,14 +169,15 @@ class Settings(BaseSettings):
         "step.",
     )
     max_num_batched_tokens: int = Field(
-        16,
+        256,
         ge=1,
         description="Token budget of one genai step: the running sequences' next tokens, "
-        "then a chunk of a waiting prompt. Small keeps streams smooth while a long prompt "
-        "prefills (docs/BENCHMARKS.md, sweep: a 3000-token prompt raises 8 streams' ITL p99 "
-        "about x1.5 at 16, x4 at 32, x20 at 256) at the cost of prefill speed (that prompt "
-        "alone: about 6 s at 16, 3.5 s at 256); raise both to 256/32 for long-prompt, "
-        "throughput-first work.",
+        "then chunks of waiting prompts. Large prefills a burst of requests or a lone long "
+        "prompt in few steps; prefill pacing (below) keeps it from freezing the streams "
+        "that decode meanwhile. Where pacing cannot run (the window cache, no prefix cache) "
+        "the budget is cut to max_num_seqs, as a long prompt would otherwise stall every "
+        "stream (docs/BENCHMARKS.md: a 3000-token prompt raises 8 streams' ITL p99 x9 at "
+        "256 unpaced, x2.6 paced, x1.5 at 16).",
     )
     prefill_pace_tokens: int = Field(
         32,
@@ -185,9 +186,9 @@ class Settings(BaseSettings):
         "enter one step (whole KV blocks of 32): a longer prompt goes in as pieces that the "
         "prefix cache keeps, so streams stay smooth however large the step budget is, and "
         "max_num_batched_tokens bounds only steps in which nothing decodes (a burst of new "
-        "requests, a lone long prompt). 0, or a pace of at least max_num_batched_tokens, "
-        "leaves pacing to genai's budget alone. Needs the prefix cache with every block "
-        "kept (off under the window cache). docs/BENCHMARKS.md has the measurements.",
+        "requests, a lone long prompt). 0 leaves pacing to genai's budget alone, as given. "
+        "Needs the prefix cache with every block kept (off under the window cache, and the "
+        "budget then cut to max_num_seqs). docs/BENCHMARKS.md has the measurements.",
     )
     kv_cache_gb: int = Field(
         1,

@@ -170,7 +170,7 @@ def scheduler_config(cfg: WorkerConfig, window: int | None = None) -> Any:
 
     sched = ov_genai.SchedulerConfig()
     sched.max_num_seqs = cfg.max_num_seqs
-    sched.max_num_batched_tokens = cfg.max_num_batched_tokens
+    sched.max_num_batched_tokens = step_budget(cfg, window)
     block = kv_block_size(cfg.device)
     if cfg.kv_cache_tokens:
         # Counted in blocks, the cache is exact whatever the precision (no u4 correction)
@@ -321,23 +321,49 @@ def kv_capacity_tokens(cfg: WorkerConfig) -> int:
     return int(cfg.kv_cache_gb * 2**30 // max(per_token, 1))
 
 
-def pacer(cfg: WorkerConfig, window: int | None, blocks: int = 0) -> PrefillPacer[_Request] | None:
-    """The prefill pacer, when it is on and the prefix cache it rests on keeps every block
-    (`window`: the window cache, which drops blocks a piece computed); `blocks`: the KV
-    cache's, as counted at startup (0: estimated from the model's config)."""
+def pace_tokens(cfg: WorkerConfig, window: int | None) -> int:
+    """The prefill pace the worker keeps (whole KV blocks), 0 when it does not pace: off,
+    no tighter than genai's budget, or without the prefix cache it rests on keeping every
+    block (`window`: the window cache, which drops blocks a piece computed)."""
     block = kv_block_size(cfg.device)
     pace = cfg.prefill_pace // block * block
     if not pace or pace >= cfg.max_num_batched_tokens:
-        return None  # genai's own budget paces as tightly
+        return 0  # genai's own budget paces as tightly
     if not cfg.enable_prefix_caching or window is not None:
-        logger.info("Prefill pacing off: it needs the prefix cache, with every block kept")
+        return 0
+    return pace
+
+
+def step_budget(cfg: WorkerConfig, window: int | None) -> int:
+    """genai's step budget. Without the pacer that was asked for, a large budget would let
+    a long prompt freeze every stream for a whole chunk: it is cut to one token per
+    sequence, which leaves a prompt the slack of the running ones."""
+    if cfg.prefill_pace and not pace_tokens(cfg, window):
+        return min(cfg.max_num_batched_tokens, cfg.max_num_seqs)
+    return cfg.max_num_batched_tokens
+
+
+def pacer(cfg: WorkerConfig, window: int | None, blocks: int = 0) -> PrefillPacer[_Request] | None:
+    """The prefill pacer, if it runs; `blocks`: the KV cache's, as counted at startup (0:
+    estimated from the model's config)."""
+    pace = pace_tokens(cfg, window)
+    budget = step_budget(cfg, window)
+    if not pace:
+        if budget < cfg.max_num_batched_tokens:
+            logger.info(
+                "Prefill pacing off (it needs the prefix cache, with every block kept): "
+                "step budget %d tokens instead of %d",
+                budget,
+                cfg.max_num_batched_tokens,
+            )
         return None
     logger.info(
         "Prefill pacing: at most %d new prompt tokens a step while sequences decode "
         "(%d while none does)",
         pace,
-        cfg.max_num_batched_tokens,
+        budget,
     )
+    block = kv_block_size(cfg.device)
     return PrefillPacer(pace, PrefixLedger(block, blocks or kv_capacity_tokens(cfg) // block))
 
 
@@ -728,7 +754,7 @@ def run(cfg: WorkerConfig, inbox: Queue[ToEngine], out: Connection) -> None:
     blocks = cache_blocks(pipe, cfg)
     out.send([EngineReady(cfg.device, kv_block_size(cfg.device), blocks)])
     worker = _Worker(
-        pipe, out, cfg.speculation, cfg.max_num_batched_tokens, pacer(cfg, window, blocks)
+        pipe, out, cfg.speculation, step_budget(cfg, window), pacer(cfg, window, blocks)
     )
     while True:
         try:

@@ -330,3 +330,22 @@ def test_a_fault_during_a_piece_fails_no_request() -> None:
     assert pieces == [32, 64] and len(pipe.handles[-1].prompt) == 100
     assert outcome(out) == {1: (alone([1, 2], 20), "length"), 2: (alone(long_prompt, 4), "length")}
     assert not worker.pieces and not worker.pacer
+
+
+def test_the_step_budget_is_large_only_where_the_pacer_runs() -> None:
+    from app.engine.genai_worker import WorkerConfig, pace_tokens, step_budget
+    from app.settings import Settings
+
+    paced = WorkerConfig.from_settings(Settings(), "/m", "CPU")
+    assert (pace_tokens(paced, None), step_budget(paced, None)) == (32, 256)
+    # The window cache drops blocks a piece computed: no pacer, and a budget of one token
+    # per sequence so that a long prompt cannot freeze the streams.
+    assert (pace_tokens(paced, 2047), step_budget(paced, 2047)) == (0, 16)
+    uncached = WorkerConfig.from_settings(Settings(enable_prefix_caching=False), "/m", "CPU")
+    assert step_budget(uncached, None) == 16
+    # Pacing turned off: the budget is the user's, as given.
+    unpaced = WorkerConfig.from_settings(Settings(prefill_pace_tokens=0), "/m", "CPU")
+    assert (pace_tokens(unpaced, None), step_budget(unpaced, None)) == (0, 256)
+    # A pace is whole KV blocks (32 tokens on CPU).
+    odd = WorkerConfig.from_settings(Settings(prefill_pace_tokens=70), "/m", "CPU")
+    assert pace_tokens(odd, None) == 64
