@@ -135,10 +135,12 @@ def test_window_cache_gives_the_tokens_of_the_full_cache(window_model_dir: Path)
 
 
 def test_window_cache_with_the_default_cache_precision(window_model_dir: Path) -> None:
-    """With the default (quantized) cache, the same batch in the same schedule."""
+    """With the default (quantized) cache, the same batch in the same schedule: the step
+    budget that the window cache gets (no pacer runs beside it) for both."""
     batch = prompts(3, seed=12)
-    full, _, _ = run_in_process(window_model_dir, batch, None)
-    assert run_in_process(window_model_dir, batch, WINDOW)[0] == full
+    same = {"max_num_batched_tokens": 16}
+    full, _, _ = run_in_process(window_model_dir, batch, None, **same)
+    assert run_in_process(window_model_dir, batch, WINDOW, **same)[0] == full
 
 
 def test_a_cache_cut_inside_the_window_changes_the_tokens(window_model_dir: Path) -> None:
