@@ -141,3 +141,10 @@ test-deploy: install
 # One replica's throughput and memory at 1-16 streams, into docs/SCALING.md.
 bench-scaling: model
 	$(BIN)/python bench/scaling.py $(ARGS)
+
+# Export profiles of the real 1.5B model: speed (weights read per token, single-stream
+# decode) against quality (perplexity, agreement with the bf16 model). Exports each
+# profile once (~3 min each), then ~30 min of measuring; writes docs/BENCHMARKS.md.
+.PHONY: bench-export-profiles
+bench-export-profiles: model-qwen
+	$(BIN)/python bench/export_profiles.py $(ARGS)
