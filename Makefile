@@ -221,3 +221,10 @@ bench-guidellm:
 	test -x .venv-guidellm/bin/python || $(PYTHON) -m venv .venv-guidellm
 	.venv-guidellm/bin/python -m pip install -q torch==2.13.0
 	.venv-guidellm/bin/python -m pip install -q "guidellm[recommended]==$(GUIDELLM_VERSION)"
+
+# Export profiles of the real 1.5B model: speed (weights read per token, single-stream
+# decode) against quality (perplexity, agreement with the bf16 model). Exports each
+# profile once (~3 min each), then ~30 min of measuring; writes docs/BENCHMARKS.md.
+.PHONY: bench-export-profiles
+bench-export-profiles: model-qwen
+	$(BIN)/python bench/export_profiles.py $(ARGS)

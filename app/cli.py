@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BeforeValidator
 
 from app import logs
+from app.modelstore.export import PROFILES, SAMPLE_PROFILE
 from app.settings import Settings
 
 logger = logging.getLogger("app.cli")
@@ -27,6 +28,15 @@ MODELS = (
     "tiny-qwen2",
     "phi3-shaped",
 )
+
+
+# The recipes whose export a profile may choose; the others' flags are part of what they
+# are (the test models' exact outputs, the embedding model's fp32).
+PROFILE_MODELS = ("qwen2.5-coder-1.5b-instruct",)
+
+
+def _profiles_help() -> str:
+    return "; ".join(f"{p.name}: {p.summary}" for p in PROFILES.values())
 
 
 def flag(name: str) -> str:
@@ -96,7 +106,15 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="Output folder (default: model_store/<name>/int4; Phi-3-mini -> phi3-instruct)",
     )
-    export.add_argument("--group-size", type=int, default=128, help="int4 group size")
+    export.add_argument(
+        "--group-size", type=int, default=None, help="int4 group size (default: the profile's)"
+    )
+    export.add_argument(
+        "--profile",
+        choices=list(PROFILES),
+        default=SAMPLE_PROFILE,
+        help=f"Export profile (default {SAMPLE_PROFILE}, the sample's flags): {_profiles_help()}",
+    )
 
     model = sub.add_parser("model", help="Build the models ovchat ships recipes for.")
     model_sub = model.add_subparsers(dest="model_command", required=True)
@@ -112,6 +130,13 @@ def parser() -> argparse.ArgumentParser:
         "qwen2.5-coder-1.5b-instruct: the real 1.5B chat model (1.1 GB download)",
     )
     build.add_argument("--force", action="store_true", help="Rebuild even if complete")
+    build.add_argument(
+        "--profile",
+        choices=list(PROFILES),
+        default=None,
+        help=f"Export profile, for {', '.join(PROFILE_MODELS)} (default {SAMPLE_PROFILE}); "
+        "a model built with another is rebuilt. docs/BENCHMARKS.md measures each.",
+    )
     build.add_argument("--model-store", type=Path, default=None, help="Model store folder")
     model_sub.add_parser("list", help="List the models in the model store.")
     return root
@@ -126,7 +151,11 @@ def _default_export_dir(source: str, store: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    root = parser()
+    args = root.parse_args(argv)
+    building = args.command == "model" and args.model_command == "build"
+    if building and args.profile is not None and args.name not in PROFILE_MODELS:
+        root.error(f"--profile applies to {', '.join(PROFILE_MODELS)}, not {args.name}")
     if args.command == "serve":
         settings = settings_from(args)
         logs.configure(settings.log_level, settings.log_format)
@@ -144,10 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure("info")
     store_dir = Settings().model_store
     if args.command == "export":
-        from app.modelstore.export import export_model
+        from app.modelstore.export import export_with_profile, profile
 
         out = args.output or _default_export_dir(args.source, store_dir)
-        export_model(args.source, out, group_size=args.group_size, trust_remote_code=True)
+        export_with_profile(args.source, out, profile(args.profile), group_size=args.group_size)
         return 0
     if args.model_command == "list":
         from app.modelstore import store
@@ -159,10 +188,17 @@ def main(argv: list[str] | None = None) -> int:
             state = "ready" if store.is_complete(folder) else "incomplete"
             print(f"{entry.name}\t{store.kind_of(folder)}\t{state}\t{folder}")
         return 0
-    return build_model(args.name, args.model_store or store_dir, force=args.force)
+    return build_model(
+        args.name,
+        args.model_store or store_dir,
+        force=args.force,
+        profile_name=args.profile or SAMPLE_PROFILE,
+    )
 
 
-def build_model(name: str, store_dir: Path, force: bool = False) -> int:
+def build_model(
+    name: str, store_dir: Path, force: bool = False, profile_name: str = SAMPLE_PROFILE
+) -> int:
     if name == "default":
         from app.modelstore import smollm2
 
@@ -174,7 +210,7 @@ def build_model(name: str, store_dir: Path, force: bool = False) -> int:
     elif name == "qwen2.5-coder-1.5b-instruct":
         from app.modelstore import qwen_coder
 
-        qwen_coder.build(store_dir, force=force)
+        qwen_coder.build(store_dir, force=force, profile_name=profile_name)
     elif name == "tiny-qwen2":
         from app.modelstore import tiny_qwen2
 

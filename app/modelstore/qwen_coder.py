@@ -15,7 +15,6 @@ import multiprocessing
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from app.modelstore import buildlog, store
-from app.modelstore.export import SAMPLE_GROUP_SIZE, export_model
+from app.modelstore.export import SAMPLE_PROFILE, export_with_profile, profile
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +64,13 @@ def expected_chunk_size(part: int) -> int:
 
 def cache_dir(store_dir: Path) -> Path:
     return store_dir / ".downloads" / NAME
+
+
+def hf_dir(store_dir: Path) -> Path:
+    """The bf16 HF folder the GGUF converts to, kept (3.1 GB): a rebuild with another
+    export profile skips the 11 GB conversion, and bench/export_profiles.py measures every
+    export against it."""
+    return cache_dir(store_dir) / f"{NAME}-bf16"
 
 
 def gguf_file(store_dir: Path) -> Path:
@@ -274,9 +280,24 @@ def _convert_in_child(gguf: Path, folder: Path) -> None:
         raise RuntimeError(f"GGUF conversion failed (exit code {child.exitcode}): see above")
 
 
-def build(store_dir: Path, *, force: bool = False) -> Path:
+def converted(gguf: Path, folder: Path) -> bool:
+    """Converts into `folder` unless an earlier build did (the folder is renamed into place
+    only once the conversion and the tokenizer check finished); whether it converted."""
+    if (folder / "config.json").is_file():
+        logger.info("Reusing %s", folder)
+        return False
+    partial = folder.with_name(folder.name + ".partial")
+    store.discard(partial)  # an interrupted conversion's 3.1 GB
+    partial.mkdir(parents=True)
+    _convert_in_child(gguf, partial)
+    partial.rename(folder)
+    return True
+
+
+def build(store_dir: Path, *, force: bool = False, profile_name: str = SAMPLE_PROFILE) -> Path:
+    chosen = profile(profile_name)
     out = store.model_dir(store_dir, NAME)
-    if not store.needs_build(out, NAME, force):
+    if not store.needs_build(out, NAME, force, profile=chosen.name):
         return out
     timings: dict[str, float] = {}
     cache = cache_dir(store_dir)
@@ -285,35 +306,35 @@ def build(store_dir: Path, *, force: bool = False) -> Path:
     with _stage(2, f"Joining the chunks into {gguf_file(store_dir).name}", timings, "join"):
         joined = join(wheels, gguf_file(store_dir))
     logger.info("GGUF: %s bytes, sha256 %s", f"{GGUF_SIZE:,}", joined.sha256)
-    # A stage that found its output cached took no time worth recording.
-    if fetched == 0:
-        del timings["download"]
-    if joined.reused:
-        del timings["join"]
     for stale in cache.glob(f"{NAME}-hf-*"):
-        store.discard(stale)  # an interrupted conversion's 3.6 GB
-    # Beside the store rather than in /tmp: 3.6 GB of safetensors, and /tmp may be RAM.
-    with tempfile.TemporaryDirectory(prefix=f"{NAME}-hf-", dir=cache) as tmp:
-        with _stage(3, "Converting the GGUF to a bf16 HF folder (~11 GB)", timings, "convert"):
-            _convert_in_child(joined.path, Path(tmp))
-        with _stage(
-            4, f"Exporting to int4 OpenVINO (group size {SAMPLE_GROUP_SIZE})", timings, "export"
-        ):
-            return export_model(
-                Path(tmp),
-                out,
-                group_size=SAMPLE_GROUP_SIZE,
-                trust_remote_code=False,
-                recipe={
-                    "model": NAME,
-                    "upstream": UPSTREAM,
-                    "license": LICENSE,
-                    "gguf": {
-                        "packages": f"{distribution(1)}..{PARTS}=={PART_VERSION}",
-                        "bytes": GGUF_SIZE,
-                        "sha256": joined.sha256,
-                    },
-                    # The export's own time is logged: the manifest is written inside it.
-                    "seconds_before_export": timings,
+        store.discard(stale)  # a temporary folder of the builds before the bf16 one was kept
+    # Beside the store rather than in /tmp: 3.1 GB of safetensors, and /tmp may be RAM.
+    with _stage(3, "Converting the GGUF to a bf16 HF folder (~11 GB)", timings, "convert"):
+        did_convert = converted(joined.path, hf_dir(store_dir))
+    # A stage that found its output cached took no time worth recording.
+    for key, cached in (("download", fetched == 0), ("join", joined.reused)):
+        if cached:
+            del timings[key]
+    if not did_convert:
+        del timings["convert"]
+    with _stage(
+        4, f"Exporting to OpenVINO with profile {chosen.name} ({chosen.summary})", timings, "export"
+    ):
+        return export_with_profile(
+            hf_dir(store_dir),
+            out,
+            chosen,
+            trust_remote_code=False,
+            recipe={
+                "model": NAME,
+                "upstream": UPSTREAM,
+                "license": LICENSE,
+                "gguf": {
+                    "packages": f"{distribution(1)}..{PARTS}=={PART_VERSION}",
+                    "bytes": GGUF_SIZE,
+                    "sha256": joined.sha256,
                 },
-            )
+                # The export's own time is logged: the manifest is written inside it.
+                "seconds_before_export": timings,
+            },
+        )

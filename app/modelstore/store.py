@@ -106,13 +106,34 @@ def has_manifest(folder: Path) -> bool:
     return (folder / MANIFEST).is_file()
 
 
-def needs_build(out: Path, name: str, force: bool) -> bool:
+def built_profile(folder: Path) -> str:
+    """The export profile a build of ours used; builds from before profiles existed used
+    the sample's flags."""
+    try:
+        recipe = json.loads((folder / MANIFEST).read_text())["recipe"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "sample"
+    return str(recipe.get("profile", "sample"))
+
+
+def needs_build(out: Path, name: str, force: bool, profile: str | None = None) -> bool:
     """Whether a build of `name` into `out` has work to do: not when a complete build of
-    ours is there (unless forced); a partial or tampered one is rebuilt."""
-    if not force and has_manifest(out) and is_complete(out):
+    ours is there (unless forced, or it was exported with another `profile`); a partial
+    or tampered one is rebuilt."""
+    complete = has_manifest(out) and is_complete(out)
+    other = complete and profile is not None and built_profile(out) != profile
+    if not force and complete and not other:
         logger.info("%s already built at %s", name, out)
         return False
-    if out.exists():
+    if other:
+        logger.warning(
+            "%s at %s was exported with profile %s: rebuilding with %s",
+            name,
+            out,
+            built_profile(out),
+            profile,
+        )
+    elif out.exists():
         logger.warning("%s at %s is incomplete or forced: rebuilding", name, out)
     return True
 

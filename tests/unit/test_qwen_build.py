@@ -60,3 +60,12 @@ def test_last_chunk_size() -> None:
     sizes = [qwen_coder.expected_chunk_size(n) for n in range(1, qwen_coder.PARTS + 1)]
     assert sum(sizes) == qwen_coder.GGUF_SIZE
     assert sizes[-1] == 16_315_968
+
+
+def test_a_kept_bf16_folder_is_reused_not_converted_again(tmp_path: Path) -> None:
+    folder = qwen_coder.hf_dir(tmp_path)
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    # No GGUF exists: converting would fail, so returning False shows nothing ran.
+    assert not qwen_coder.converted(tmp_path / "missing.gguf", folder)
+    assert folder.parent == qwen_coder.cache_dir(tmp_path)
