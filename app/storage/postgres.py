@@ -185,15 +185,7 @@ class PostgresResponseStore:
             row = db.execute(query, args).fetchone()
         if row is None:
             return None
-        return StoredResponse(
-            id=row[0],
-            owner=row[1],
-            created_at=row[2],
-            status=row[3],
-            previous_id=row[4],
-            response=json.loads(row[5]),
-            input=json.loads(row[6]),
-        )
+        return StoredResponse.from_row(row)
 
     def _delete(self, db: psycopg.Connection[Any], response_id: str, owner: str | None) -> bool:
         cursor = db.execute(

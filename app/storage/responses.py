@@ -14,7 +14,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,6 +31,20 @@ class StoredResponse:
     previous_id: str | None
     response: dict[str, Any]  # the response object as the API returns it
     input: list[dict[str, Any]]  # this request's own input items, each with an id
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> StoredResponse:
+        """From a row of id, owner, created_at, status, previous_id, response, input (the
+        last two JSON text), as both stores select them."""
+        return cls(
+            id=row[0],
+            owner=row[1],
+            created_at=row[2],
+            status=row[3],
+            previous_id=row[4],
+            response=json.loads(row[5]),
+            input=json.loads(row[6]),
+        )
 
 
 class ChainBroken(LookupError):
@@ -155,15 +169,7 @@ class SqliteResponseStore:
             ).fetchone()
         if row is None:
             return None
-        return StoredResponse(
-            id=row[0],
-            owner=row[1],
-            created_at=row[2],
-            status=row[3],
-            previous_id=row[4],
-            response=json.loads(row[5]),
-            input=json.loads(row[6]),
-        )
+        return StoredResponse.from_row(row)
 
     def _delete(self, response_id: str, owner: str | None) -> bool:
         with self._lock:
