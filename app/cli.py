@@ -36,7 +36,8 @@ PROFILE_MODELS = ("qwen2.5-coder-1.5b-instruct",)
 
 
 def _profiles_help() -> str:
-    return "; ".join(f"{p.name}: {p.summary}" for p in PROFILES.values())
+    # argparse %-formats help strings, and the summaries quote percentages.
+    return "; ".join(f"{p.name}: {p.summary}" for p in PROFILES.values()).replace("%", "%%")
 
 
 def flag(name: str) -> str:
