@@ -22,6 +22,11 @@ args=(
   # A refused connection or a 503 (a draining replica) is retried before the response
   # begins, for longer than a health check takes to see the replica gone (~4 s of
   # backoff), so a retry lands on a replica still in rotation.
+  # The circuit breaker opens on the failures a killed replica causes; the health checks
+  # already take it out, so the breaker re-probes after 2 s and closes on one success, or
+  # a replica back within its default timeout would get no traffic (seen: 0 of 10).
+  --cb-timeout-duration-secs 2
+  --cb-success-threshold 1
   --retry-max-retries 6
   --retry-initial-backoff-ms 200
   --retry-max-backoff-ms 1000
