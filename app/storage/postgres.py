@@ -153,16 +153,7 @@ class PostgresResponseStore:
             "created_at = EXCLUDED.created_at, status = EXCLUDED.status, "
             "previous_id = EXCLUDED.previous_id, response = EXCLUDED.response, "
             "input = EXCLUDED.input, runner = EXCLUDED.runner",
-            (
-                record.id,
-                record.owner,
-                record.created_at,
-                record.status,
-                record.previous_id,
-                json.dumps(record.response, ensure_ascii=False),
-                json.dumps(record.input, ensure_ascii=False),
-                self.runner if record.status in UNFINISHED else None,
-            ),
+            (*record.to_row(), self.runner if record.status in UNFINISHED else None),
         )
         db.execute("SELECT pg_advisory_xact_lock(%s)", (_PRUNE_LOCK,))
         db.execute("DELETE FROM responses WHERE created_at < %s", (time.time() - self.max_age_s,))

@@ -32,6 +32,18 @@ class StoredResponse:
     response: dict[str, Any]  # the response object as the API returns it
     input: list[dict[str, Any]]  # this request's own input items, each with an id
 
+    def to_row(self) -> tuple[Any, ...]:
+        """The columns, in from_row's order, as both stores insert them."""
+        return (
+            self.id,
+            self.owner,
+            self.created_at,
+            self.status,
+            self.previous_id,
+            json.dumps(self.response, ensure_ascii=False),
+            json.dumps(self.input, ensure_ascii=False),
+        )
+
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> StoredResponse:
         """From a row of id, owner, created_at, status, previous_id, response, input (the
@@ -137,15 +149,7 @@ class SqliteResponseStore:
             try:
                 self._db.execute(
                     "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        record.id,
-                        record.owner,
-                        record.created_at,
-                        record.status,
-                        record.previous_id,
-                        json.dumps(record.response, ensure_ascii=False),
-                        json.dumps(record.input, ensure_ascii=False),
-                    ),
+                    record.to_row(),
                 )
                 self._db.execute(
                     "DELETE FROM responses WHERE created_at < ?", (time.time() - self.max_age_s,)
