@@ -219,6 +219,13 @@ class Settings(BaseSettings):
         "holds 1.75x the tokens of u8 in the same memory (keys quantized per channel, "
         "values per token) at some cost in accuracy; f16 takes 1.7x u8's memory.",
     )
+    inference_precision: Literal["auto", "f32", "bf16", "f16"] = Field(
+        "auto",
+        description="The CPU plugin's inference precision (auto: its default, bf16 where "
+        "the CPU has AVX512-BF16 or AMX). f32 is slower and the most exact: with it, the "
+        "dynamic quantization off and an f32 KV cache, both engines' log-probabilities agree "
+        "to about 2e-4.",
+    )
     enable_prefix_caching: bool = Field(
         True, description="Reuse KV cache blocks of prompts that share a prefix."
     )
@@ -295,6 +302,18 @@ class Settings(BaseSettings):
     max_tool_calls: int = Field(
         4, ge=1, description="Most parallel tool calls in one forced (required) reply."
     )
+    exact_scoring: bool = Field(
+        True,
+        description="Serve top_logprobs, logit_bias and prompt log-probabilities (echo with "
+        "logprobs) by a second engine that runs the export through OpenVINO directly and sees "
+        "every logit; it loads on the first such request. Off: they are a 400.",
+    )
+    scoring_idle_s: float = Field(
+        300.0,
+        gt=0,
+        description="Unload the exact scoring engine after this many seconds without a "
+        "request that needs it.",
+    )
     grammar_check_timeout_s: float = Field(
         10.0,
         gt=0,
@@ -353,6 +372,8 @@ class Settings(BaseSettings):
             props["KV_CACHE_PRECISION"] = self.kv_cache_precision
         if not self.dynamic_quantization:
             props["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = "0"
+        if self.inference_precision != "auto":
+            props["INFERENCE_PRECISION_HINT"] = self.inference_precision
         if self.inference_threads:
             props["INFERENCE_NUM_THREADS"] = str(self.inference_threads)
         return props

@@ -14,20 +14,38 @@ from typing import Literal
 from app.core.plan import ChoicePlan
 from app.core.stops import StopMatcher
 from app.core.tools import CallParser, CallStart, Text, ToolEvent, ToolPlan
-from app.engine.base import Engine, EngineFinish
+from app.engine.base import Engine, EngineFinish, PromptToken
 from app.textmodel import TextModel
 
 Finish = Literal["stop", "length", "tool_calls"]
 
 
 @dataclass(frozen=True, slots=True)
+class Alternative:
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+@dataclass(frozen=True, slots=True)
 class ChosenToken:
     """A generated token with its log-probability and its exact bytes (a token may be part
-    of a UTF-8 character; its bytes let a client reassemble the text)."""
+    of a UTF-8 character; its bytes let a client reassemble the text), and the most
+    likely tokens at its position when they were asked for."""
 
     token: str
     logprob: float
     bytes: list[int]
+    top: tuple[Alternative, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PromptScore:
+    """A prompt token as scored: None for the first (nothing predicts it)."""
+
+    token: str
+    logprob: float | None
+    top: tuple[Alternative, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +79,16 @@ class ChoiceEnd:
     stop_sequence: str | None = None  # the stop string that ended it (Anthropic reports it)
 
 
-Event = TextOut | CallOut | ArgumentsOut | ChoiceEnd
+@dataclass(frozen=True, slots=True)
+class PromptOut:
+    """The prompt's tokens with their log-probabilities, before the choice's first text
+    (only when the plan asks for them: legacy completions' echo with logprobs)."""
+
+    choice: int
+    tokens: tuple[PromptScore, ...]
+
+
+Event = TextOut | CallOut | ArgumentsOut | ChoiceEnd | PromptOut
 
 
 def finish_reason(engine: EngineFinish | None, stopped: bool, parser: CallParser | None) -> Finish:
@@ -94,7 +121,9 @@ async def choice_events(
         async for delta in generation:
             produced += len(delta.token_ids)
             count(index, produced)
-            held.extend(_logprobs(model, delta.token_ids, delta.logprobs))
+            if delta.prompt is not None:
+                yield PromptOut(index, tuple(_prompt_scores(model, delta.prompt)))
+            held.extend(_logprobs(model, delta.token_ids, delta.logprobs, delta.top))
             text = decoder.push(delta.token_ids)
             last = delta.finish is not None
             if last:
@@ -138,19 +167,43 @@ async def choice_events(
         await generation.aclose()
 
 
+def _token(model: TextModel, token_id: int) -> tuple[str, list[int]]:
+    raw = model.token_bytes(token_id)
+    return raw.decode("utf-8", errors="replace"), list(raw)
+
+
+def _alternatives(model: TextModel, top: tuple[tuple[int, float], ...]) -> tuple[Alternative, ...]:
+    return tuple(_alternative(model, t, v) for t, v in top)
+
+
+def _alternative(model: TextModel, token_id: int, value: float) -> Alternative:
+    token, raw = _token(model, token_id)
+    return Alternative(token, float(value), raw)
+
+
 def _logprobs(
-    model: TextModel, token_ids: tuple[int, ...], values: tuple[float, ...]
+    model: TextModel,
+    token_ids: tuple[int, ...],
+    values: tuple[float, ...],
+    top: tuple[tuple[tuple[int, float], ...], ...] = (),
 ) -> tuple[ChosenToken, ...]:
     if not values:
         return ()
     out = []
-    for token_id, value in zip(token_ids, values, strict=False):
+    for i, (token_id, value) in enumerate(zip(token_ids, values, strict=False)):
         if token_id in model.eos_token_ids:
             continue  # the eos token ends the answer; it is not part of it
-        raw = model.token_bytes(token_id)
-        token = raw.decode("utf-8", errors="replace")
-        out.append(ChosenToken(token, float(value), list(raw)))
+        token, raw = _token(model, token_id)
+        alternatives = _alternatives(model, top[i]) if i < len(top) else ()
+        out.append(ChosenToken(token, float(value), raw, alternatives))
     return tuple(out)
+
+
+def _prompt_scores(model: TextModel, prompt: tuple[PromptToken, ...]) -> list[PromptScore]:
+    return [
+        PromptScore(_token(model, p.token_id)[0], p.logprob, _alternatives(model, p.top))
+        for p in prompt
+    ]
 
 
 async def merge(

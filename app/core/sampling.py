@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.core.plan import ModelContext
-from app.engine.base import LOGPROBS, MIN_P, PENALTIES, STRUCTURED_OUTPUT, SamplingParams
+from app.engine.base import LOGITS, LOGPROBS, MIN_P, PENALTIES, STRUCTURED_OUTPUT, SamplingParams
 from app.errors import ApiError
 
 MIN_TEMPERATURE = 1e-4
@@ -38,13 +38,13 @@ def require(ctx: ModelContext, capability: str, param: str, what: str) -> None:
 Overflow = Callable[[int, int, int | None], ApiError]
 
 
-def check_top_logprobs(top_logprobs: int | None) -> None:
-    if top_logprobs:
+def require_logits(ctx: ModelContext, param: str, what: str) -> None:
+    if LOGITS not in ctx.capabilities:
         raise ApiError(
             400,
-            "top_logprobs > 0 is not supported: the engine reports the chosen token's "
-            "log-probability but not the alternatives. Use top_logprobs 0.",
-            param="top_logprobs",
+            f"{what} needs the exact scoring engine, which this server runs without "
+            f"(--no-exact-scoring).",
+            param=param,
             code="unsupported_parameter",
         )
 
@@ -120,6 +120,10 @@ class Sampling:
     presence_penalty: float | None = None
     repetition_penalty: float | None = None
     ignore_eos: bool = False
+    # What only the exact scoring engine serves (app/engine/scoring.py).
+    top_logprobs: int = 0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    prompt_logprobs: int | None = None
 
 
 def engine_params(
@@ -132,6 +136,7 @@ def engine_params(
     json_schema: str | None = None,
     structural_tag: str | None = None,
     schema_param: str = "response_format",
+    top_param: str = "top_logprobs",
 ) -> list[SamplingParams]:
     """One SamplingParams per choice: choice i samples with seed + i, so `n` choices differ
     and the same request with the same seed reproduces all of them. Every request gets a
@@ -145,6 +150,8 @@ def engine_params(
         require(ctx, LOGPROBS, "logprobs", "logprobs")
     if json_schema is not None or structural_tag is not None:
         require(ctx, STRUCTURED_OUTPUT, schema_param, "structured output")
+    constrained = json_schema is not None or structural_tag is not None
+    _check_logits(ctx, sampling, max_new_tokens, schema_param if constrained else None, top_param)
     seed = sampling.seed if sampling.seed is not None else secrets.randbits(31)
     temperature = 1.0 if sampling.temperature is None else sampling.temperature
     base = SamplingParams(
@@ -164,5 +171,70 @@ def engine_params(
         logprobs=logprobs,
         json_schema=json_schema,
         structural_tag=structural_tag,
+        top_logprobs=sampling.top_logprobs,
+        logit_bias=sampling.logit_bias,
+        prompt_logprobs=sampling.prompt_logprobs,
     )
     return [base.with_seed((seed + i) % 2**31) for i in range(choice_count(ctx, n))]
+
+
+def _check_logits(
+    ctx: ModelContext,
+    sampling: Sampling,
+    max_new_tokens: int,
+    grammar: str | None,
+    top_param: str,
+) -> None:
+    """What needs every logit goes to the exact scoring engine, which has no grammar: the
+    two together are a 400, never one of them dropped."""
+    asked = [
+        (param, what)
+        for param, what, on in (
+            (top_param, f"{top_param} > 0", sampling.top_logprobs > 0),
+            ("logit_bias", "logit_bias", bool(sampling.logit_bias)),
+            ("echo", "the prompt's log-probabilities", sampling.prompt_logprobs is not None),
+            ("max_tokens", "max_tokens 0", max_new_tokens == 0),
+        )
+        if on
+    ]
+    if not asked:
+        return
+    param, what = asked[0]
+    require_logits(ctx, param, what)
+    if grammar is not None:
+        raise ApiError(
+            400,
+            f"{what} cannot be combined with {grammar}: constrained decoding runs in the "
+            f"main engine, which does not report every logit.",
+            param=param,
+            code="unsupported_parameter",
+        )
+
+
+def logit_bias(ctx: ModelContext, bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
+    """OpenAI's logit_bias (token ids as strings, -100 to 100) as (id, bias) pairs."""
+    if not bias:
+        return ()
+    vocab = ctx.text.vocab_size
+    out = []
+    for key, value in bias.items():
+        try:
+            token = int(key)
+        except ValueError:
+            token = -1
+        if not 0 <= token < vocab or str(token) != key.strip():
+            raise ApiError(
+                400,
+                f"logit_bias keys must be token ids (0..{vocab - 1}), not {key!r}.",
+                param="logit_bias",
+                code="invalid_value",
+            )
+        if not -100.0 <= value <= 100.0:
+            raise ApiError(
+                400,
+                f"logit_bias values must be between -100 and 100, not {value}.",
+                param="logit_bias",
+                code="invalid_value",
+            )
+        out.append((token, float(value)))
+    return tuple(sorted(out))

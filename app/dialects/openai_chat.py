@@ -17,7 +17,6 @@ from app.core.run import GenerationRun
 from app.core.sampling import (
     check_message_count,
     check_stops,
-    check_top_logprobs,
     completion_budget,
 )
 from app.core.schema import SchemaError, check_enforceable
@@ -69,7 +68,6 @@ ANY_OBJECT: dict[str, Any] = {"type": "object"}
 
 def validate(body: ChatCompletionRequest, ctx: ModelContext) -> GenerationPlan:
     """The request as a plan, or a 400 naming what is wrong. Pure: no HTTP, no engine."""
-    check_top_logprobs(body.top_logprobs)
     check_message_count(ctx, len(body.messages), "messages", "messages")
     try:
         tools = tool_plan(body.tools, body.tool_choice, body.parallel_tool_calls, ctx)
@@ -88,6 +86,7 @@ def validate(body: ChatCompletionRequest, ctx: ModelContext) -> GenerationPlan:
         ctx,
         budget,
         logprobs=bool(body.logprobs),
+        top_logprobs=body.top_logprobs or 0,
         json_schema=schema,
         structural_tag=tag,
     )

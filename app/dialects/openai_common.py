@@ -8,11 +8,11 @@ from typing import Any, Generic, TypeVar
 from app.core.generation import ChosenToken
 from app.core.plan import ModelContext
 from app.core.run import GenerationRun
-from app.core.sampling import Sampling, engine_params, unsupported
+from app.core.sampling import Sampling, engine_params, logit_bias
 from app.core.sse import data_frame
 from app.engine.base import SamplingParams
 from app.errors import ApiError
-from app.protocol.openai_chat import TokenLogprob
+from app.protocol.openai_chat import TokenLogprob, TopLogprob
 from app.protocol.openai_common import GenerationRequest, Usage
 
 DONE = b"data: [DONE]\n\n"  # how OpenAI ends every stream, also after an error event
@@ -24,13 +24,13 @@ def sampling_params(
     max_new_tokens: int,
     *,
     logprobs: bool = False,
+    top_logprobs: int = 0,
+    prompt_logprobs: int | None = None,
+    top_param: str = "top_logprobs",
     json_schema: str | None = None,
     structural_tag: str | None = None,
 ) -> list[SamplingParams]:
     """The OpenAI sampling fields as engine parameters, one per choice."""
-    if body.logit_bias:
-        # openvino-genai's continuous batching has no logits-processor hook to apply it.
-        raise unsupported("logit_bias", "logit_bias")
     sampling = Sampling(
         temperature=body.temperature,
         top_p=body.top_p,
@@ -41,6 +41,9 @@ def sampling_params(
         presence_penalty=body.presence_penalty,
         repetition_penalty=body.repetition_penalty,
         ignore_eos=bool(body.ignore_eos),
+        top_logprobs=top_logprobs,
+        logit_bias=logit_bias(ctx, body.logit_bias),
+        prompt_logprobs=prompt_logprobs,
     )
     return engine_params(
         ctx,
@@ -51,6 +54,7 @@ def sampling_params(
         json_schema=json_schema,
         structural_tag=structural_tag,
         schema_param="tools" if structural_tag is not None else "response_format",
+        top_param=top_param,
     )
 
 
@@ -106,4 +110,14 @@ def with_timings(run: GenerationRun, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def wire_logprobs(items: tuple[ChosenToken, ...] | list[ChosenToken]) -> list[TokenLogprob]:
-    return [TokenLogprob(token=t.token, bytes=t.bytes, logprob=t.logprob) for t in items]
+    return [
+        TokenLogprob(
+            token=t.token,
+            bytes=t.bytes,
+            logprob=t.logprob,
+            top_logprobs=[
+                TopLogprob(token=a.token, bytes=a.bytes, logprob=a.logprob) for a in t.top
+            ],
+        )
+        for t in items
+    ]

@@ -7,7 +7,15 @@ from collections.abc import Callable
 
 from fastapi.responses import JSONResponse, Response
 
-from app.core.generation import ChoiceEnd, ChosenToken, Event, TextOut
+from app.core.generation import (
+    Alternative,
+    ChoiceEnd,
+    ChosenToken,
+    Event,
+    PromptOut,
+    PromptScore,
+    TextOut,
+)
 from app.core.plan import ChoicePlan, GenerationPlan, ModelContext
 from app.core.run import GenerationRun
 from app.core.sampling import check_stops, completion_budget
@@ -35,22 +43,6 @@ def validate(body: CompletionRequest, ctx: ModelContext) -> GenerationPlan:
             param="suffix",
             code="unsupported_parameter",
         )
-    if body.logprobs:
-        raise ApiError(
-            400,
-            "logprobs > 0 is not supported: the engine reports the chosen token's "
-            "log-probability but not the alternatives. Use logprobs 0.",
-            param="logprobs",
-            code="unsupported_parameter",
-        )
-    if body.echo and body.logprobs is not None:
-        raise ApiError(
-            400,
-            "echo with logprobs would need the prompt's log-probabilities, which the engine "
-            "does not compute.",
-            param="echo",
-            code="unsupported_parameter",
-        )
     prompts = body.prompts()
     choices: list[ChoicePlan] = []
     prompt_tokens = 0
@@ -58,7 +50,17 @@ def validate(body: CompletionRequest, ctx: ModelContext) -> GenerationPlan:
         ids = encode(ctx, prompt, "prompt" if len(prompts) == 1 else f"prompt[{index}]")
         prompt_tokens += len(ids)
         budget = completion_budget(ctx, len(ids), body.max_tokens, "prompt")
-        params = sampling_params(body, ctx, budget, logprobs=body.logprobs is not None)
+        params = sampling_params(
+            body,
+            ctx,
+            budget,
+            logprobs=body.logprobs is not None,
+            top_logprobs=body.logprobs or 0,
+            top_param="logprobs",
+            # Echo with logprobs scores the prompt too, as OpenAI's legacy API did: what
+            # evaluation harnesses read loglikelihoods from.
+            prompt_logprobs=body.logprobs if body.echo and body.logprobs is not None else None,
+        )
         choices += [ChoicePlan(ids, p, index) for p in params]
     return GenerationPlan(
         choices=choices,
@@ -97,21 +99,35 @@ class CompletionRenderer(StreamEnds[CompletionRequest]):
         texts = [p if isinstance(p, str) else run.served.text.decode(p) for p in prompts]
         self.echoes = [texts[c.prompt] if body.echo else "" for c in run.plan.choices]
         self.texts = list(self.echoes)
-        self.logprobs: list[list[ChosenToken]] = [[] for _ in run.plan.choices]
+        self.logprobs: list[list[ChosenToken | PromptScore]] = [[] for _ in run.plan.choices]
         self.offsets = [len(echo) for echo in self.echoes]  # text_offset of the next token
+        # Alternatives are reported when asked for (logprobs > 0), for every token.
+        self.alternatives = bool(body.logprobs)
+        # Echo with logprobs: the echo waits for the prompt's scores, and its own text
+        # offsets start at 0.
+        self.scored_echo = bool(body.echo) and body.logprobs is not None
         self._spliced = TextFrames()
 
-    def _wire_logprobs(self, items: list[ChosenToken], offset: int) -> CompletionLogprobs | None:
+    def _wire_logprobs(
+        self, items: list[ChosenToken | PromptScore], offset: int
+    ) -> CompletionLogprobs | None:
         if not self.run.plan.logprobs:
             return None
         offsets = []
         for item in items:
             offsets.append(offset)
             offset += len(item.token)
+        top = None
+        if self.alternatives:
+            top = [
+                None if isinstance(i, PromptScore) and i.logprob is None else _top(i.top)
+                for i in items
+            ]
         return CompletionLogprobs(
             tokens=[i.token for i in items],
             token_logprobs=[i.logprob for i in items],
             text_offset=offsets,
+            top_logprobs=top,
         )
 
     def _completion(self, choices: list[CompletionChoice], usage: Usage | None) -> Completion:
@@ -123,6 +139,8 @@ class CompletionRenderer(StreamEnds[CompletionRequest]):
         if isinstance(event, TextOut):
             self.texts[event.choice] += event.text
             self.logprobs[event.choice].extend(event.logprobs)
+        elif isinstance(event, PromptOut):
+            self.logprobs[event.choice][:0] = event.tokens
 
     async def complete(self) -> Response:
         await self.run.collect(self._add)
@@ -131,7 +149,9 @@ class CompletionRenderer(StreamEnds[CompletionRequest]):
                 index=i,
                 text=self.texts[i],
                 finish_reason=self.run.finishes[i] or "stop",
-                logprobs=self._wire_logprobs(self.logprobs[i], len(self.echoes[i])),
+                logprobs=self._wire_logprobs(
+                    self.logprobs[i], 0 if self.scored_echo else len(self.echoes[i])
+                ),
             )
             for i in range(len(self.texts))
         ]
@@ -150,11 +170,19 @@ class CompletionRenderer(StreamEnds[CompletionRequest]):
         return [
             self._chunk([CompletionChoice(index=i, text=echo, finish_reason=None)])
             for i, echo in enumerate(self.echoes)
-            if self.body.echo
+            if self.body.echo and not self.scored_echo
         ]
 
     def frames(self, event: Event) -> list[Frame]:
         index = event.choice
+        if isinstance(event, PromptOut):
+            choice = CompletionChoice(
+                index=index,
+                text=self.echoes[index],
+                finish_reason=None,
+                logprobs=self._wire_logprobs(list(event.tokens), 0),
+            )
+            return [self._chunk([choice])]
         if isinstance(event, TextOut):
             if not (event.text or event.logprobs):
                 return []
@@ -178,3 +206,12 @@ class CompletionRenderer(StreamEnds[CompletionRequest]):
         return lambda text: self._chunk(
             [CompletionChoice(index=index, text=text, finish_reason=None)]
         )
+
+
+def _top(alternatives: tuple[Alternative, ...]) -> dict[str, float]:
+    """OpenAI's legacy shape: token text to log-probability. Two ids that decode to the
+    same text keep the likelier one (the first: they come most likely first)."""
+    out: dict[str, float] = {}
+    for a in alternatives:
+        out.setdefault(a.token, a.logprob)
+    return out

@@ -23,7 +23,6 @@ from app.core.sampling import (
     Sampling,
     check_message_count,
     check_stops,
-    check_top_logprobs,
     completion_budget,
     engine_params,
     unsupported,
@@ -101,7 +100,6 @@ class ResponsePlan:
 def validate(body: CreateResponse, ctx: ModelContext, history: list[InputItem]) -> ResponsePlan:
     """The request and the conversation it continues (`history`, from the store) as a
     plan, or a 400 naming what is wrong. Pure: no HTTP, no store, no engine."""
-    check_top_logprobs(body.top_logprobs)
     if body.prompt is not None:
         raise unsupported("prompt", "Stored prompt templates (prompt)")
     if body.background and body.stream:
@@ -132,6 +130,7 @@ def validate(body: CreateResponse, ctx: ModelContext, history: list[InputItem]) 
         min_p=body.min_p,
         seed=body.seed,
         repetition_penalty=body.repetition_penalty,
+        top_logprobs=body.top_logprobs or 0,
     )
     params = engine_params(
         ctx,
@@ -755,6 +754,13 @@ def _error_code(error: ApiError | None) -> str:
 
 def _wire_logprobs(items: tuple[ChosenToken, ...]) -> list[dict[str, Any]]:
     return [
-        {"token": t.token, "logprob": t.logprob, "bytes": t.bytes, "top_logprobs": []}
+        {
+            "token": t.token,
+            "logprob": t.logprob,
+            "bytes": t.bytes,
+            "top_logprobs": [
+                {"token": a.token, "logprob": a.logprob, "bytes": a.bytes} for a in t.top
+            ],
+        }
         for t in items
     ]

@@ -39,6 +39,13 @@ class SamplingParams:
     # Or to this structural tag (xgrammar's JSON form, as genai takes it): a forced call
     # in a chat template's own format, tags and all.
     structural_tag: str | None = None
+    # What only the exact scoring engine serves (app/engine/scoring_worker.py), which
+    # computes every logit: the top alternatives of each chosen token, biases added to
+    # logits before sampling (token id, bias), and the prompt's own log-probabilities
+    # (with that many alternatives per prompt token; None: not asked).
+    top_logprobs: int = 0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    prompt_logprobs: int | None = None
 
     def with_seed(self, seed: int) -> SamplingParams:
         return replace(self, seed=seed)
@@ -56,6 +63,17 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
+    @property
+    def needs_logits(self) -> bool:
+        """Whether only an engine that sees every logit can serve these parameters (a
+        budget of 0 tokens too: it is scoring, or nothing, never a step)."""
+        return (
+            self.top_logprobs > 0
+            or bool(self.logit_bias)
+            or self.prompt_logprobs is not None
+            or self.max_new_tokens == 0
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class TokenDelta:
@@ -65,6 +83,21 @@ class TokenDelta:
     token_ids: tuple[int, ...]
     finish: EngineFinish | None = None
     logprobs: tuple[float, ...] = ()  # one per token id, when SamplingParams.logprobs
+    # With SamplingParams.top_logprobs: per token id, the most likely tokens at its
+    # position as (token id, log-probability), most likely first.
+    top: tuple[tuple[tuple[int, float], ...], ...] = ()
+    # With SamplingParams.prompt_logprobs, on the first delta: the prompt's tokens scored.
+    prompt: tuple[PromptToken, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PromptToken:
+    """A prompt token's log-probability given the tokens before it (None for the first,
+    which nothing predicts, as OpenAI reports it) and its position's top alternatives."""
+
+    token_id: int
+    logprob: float | None
+    top: tuple[tuple[int, float], ...] = ()
 
 
 class EngineError(RuntimeError):
@@ -99,6 +132,8 @@ LOGPROBS = "logprobs"
 STRUCTURED_OUTPUT = "structured_output"
 PENALTIES = "presence_frequency_penalties"
 MIN_P = "min_p"
+# Every logit of every position: top_logprobs, logit_bias, the prompt's log-probabilities.
+LOGITS = "logits"
 
 
 class Engine(Protocol):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.engine.base import EngineFinish, Grammar, SamplingParams
+from app.engine.base import EngineFinish, Grammar, PromptToken, SamplingParams
 
 # ---------------------------------------------------------------------------- to the engine
 
@@ -54,6 +54,10 @@ class RequestTokens:
     token_ids: list[int]
     logprobs: list[float]
     finish: EngineFinish | None
+    # The exact scoring engine's (app/engine/scoring_worker.py): alternatives per token,
+    # and the scored prompt on a request's first message.
+    top: tuple[tuple[tuple[int, float], ...], ...] = ()
+    prompt: tuple[PromptToken, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

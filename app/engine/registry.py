@@ -82,4 +82,26 @@ def build_engine(settings: Settings, model: ResolvedModel) -> Engine:
 
     kind = ENGINES[settings.engine]
     kind.check(settings, model)
-    return kind.build(settings, model, resolve_device(settings.device))
+    device = resolve_device(settings.device)
+    engine = kind.build(settings, model, device)
+    if not settings.exact_scoring:
+        return engine
+    return _with_scoring(settings, model, device, engine)
+
+
+def _with_scoring(settings: Settings, model: ResolvedModel, device: str, engine: Engine) -> Engine:
+    """The main engine with the exact scoring path beside it (app/engine/scoring.py)."""
+    import logging
+
+    from app.engine.scoring import LogitsRouter, ScoringEngine
+    from app.engine.scoring_worker import ScoringWorkerConfig
+
+    root = logging.getLogger()
+    config = ScoringWorkerConfig(
+        model_path=str(model.path),
+        device=device,
+        properties=settings.engine_properties(),
+        log_level=logging.getLevelName(root.getEffectiveLevel()),
+        log_format=settings.log_format,
+    )
+    return LogitsRouter(engine, lambda: ScoringEngine(config), settings.scoring_idle_s)

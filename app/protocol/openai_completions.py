@@ -41,7 +41,7 @@ class _CompletionFields(BaseModel):
     best_of: Annotated[int, Field(ge=1)] | None = None
     echo: bool | None = None
     logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_tokens: Annotated[int, Field(ge=0)] | None = None
     suffix: str | None = None
 
 
@@ -70,7 +70,8 @@ class CompletionLogprobs(BaseModel):
     text_offset: list[int]
     token_logprobs: list[float | None]
     tokens: list[str]
-    top_logprobs: list[dict[str, float]] | None = None  # left out until alternatives are served
+    # Present when logprobs > 0 was asked; null for the prompt's first token (with echo).
+    top_logprobs: list[dict[str, float] | None] | None = None
 
     @model_serializer(mode="wrap")
     def _alternatives_or_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

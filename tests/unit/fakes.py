@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
-from app.engine.base import EngineStats, SamplingParams, TokenDelta
+from app.engine.base import EngineStats, PromptToken, SamplingParams, TokenDelta
 
 
 async def _until(condition: Callable[[], bool]) -> None:
@@ -26,7 +26,7 @@ class FakeEngine:
     delay_s: float = 0.0
     name: str = "fake"
     capabilities: frozenset[str] = frozenset(
-        {"logprobs", "structured_output", "presence_frequency_penalties", "min_p"}
+        {"logprobs", "structured_output", "presence_frequency_penalties", "min_p", "logits"}
     )
     ready: bool = True
     calls: list[tuple[list[int], SamplingParams]] = field(default_factory=list)
@@ -91,6 +91,11 @@ class FakeEngine:
         finished = False
         try:
             await _until(lambda: not self.paused)
+            prompt = _scored_prompt(prompt_ids, params.prompt_logprobs)
+            if params.max_new_tokens == 0:
+                finished = True
+                yield TokenDelta((), "length", prompt=prompt)
+                return
             script = [*self.reply_ids, self.eos_id]
             if params.ignore_eos:
                 script = self.reply_ids * (params.max_new_tokens // len(self.reply_ids) + 1)
@@ -101,18 +106,36 @@ class FakeEngine:
                     await asyncio.sleep(self.delay_s)
                 last = i + 1 == params.max_new_tokens
                 logprobs = (-0.25,) if params.logprobs else ()
+                # The chosen token first, then the ids after it, each less likely.
+                top = (_alternatives(token, params.top_logprobs),) if params.top_logprobs else ()
+                if i:
+                    prompt = None
                 if token == self.eos_id and not params.ignore_eos:
                     finished = True
-                    yield TokenDelta((token,), "stop", logprobs)
+                    yield TokenDelta((token,), "stop", logprobs, top, prompt)
                     return
                 finished = last
-                yield TokenDelta((token,), "length" if last else None, logprobs)
+                yield TokenDelta((token,), "length" if last else None, logprobs, top, prompt)
                 if last:
                     return
         finally:
             self.running_now -= 1
             if not finished:
                 self.cancelled += 1
+
+
+def _alternatives(token: int, k: int) -> tuple[tuple[int, float], ...]:
+    return tuple((token + j, -0.25 - j) for j in range(k))
+
+
+def _scored_prompt(ids: list[int], k: int | None) -> tuple[PromptToken, ...] | None:
+    """The fake's prompt scores: -1 for every token after the first, its alternatives the
+    token itself and the ids after it."""
+    if k is None:
+        return None
+    return (PromptToken(ids[0], None),) + tuple(
+        PromptToken(t, -1.0, tuple((t + j, -1.0 - j) for j in range(k))) for t in ids[1:]
+    )
 
 
 @dataclass

@@ -216,9 +216,10 @@ def test_error_mid_stream_is_an_error_event(client: TestClient, engine: FakeEngi
         ({"presence_penalty": -3}, "presence_penalty"),
         ({"stop": [""]}, "stop"),
         ({"n": 9}, "n"),
-        ({"logit_bias": {"1": 5}}, "logit_bias"),
+        ({"logit_bias": {"one": 5}}, "logit_bias"),
+        ({"logit_bias": {"1": 100.5}}, "logit_bias"),
         ({"top_logprobs": 2}, "top_logprobs"),
-        ({"logprobs": True, "top_logprobs": 3}, "top_logprobs"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
         (
             {"tools": [{"type": "function", "function": {"name": "bad name"}}]},
             "tools[0].function.name",

@@ -94,8 +94,8 @@ def test_stream(client: TestClient) -> None:
     ("body", "param"),
     [
         ({"suffix": "x"}, "suffix"),
-        ({"logprobs": 2}, "logprobs"),
-        ({"echo": True, "logprobs": 0}, "echo"),
+        ({"logprobs": 6}, "logprobs"),
+        ({"logit_bias": {str(10**9): 1}}, "logit_bias"),
         ({"prompt": []}, "prompt"),
         ({"prompt": ""}, "prompt"),
         ({"prompt": [10**9]}, "prompt"),
