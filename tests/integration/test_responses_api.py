@@ -233,7 +233,7 @@ def test_refusals_name_the_field(client: openai.OpenAI) -> None:
             {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
             "input[0].content[0].type",
         ),
-        ({"input": "x", "top_logprobs": 2}, "top_logprobs"),
+        ({"input": "x", "top_logprobs": 21}, "top_logprobs"),
         ({"input": "x", "conversation": "conv_1"}, "conversation"),
         (
             {

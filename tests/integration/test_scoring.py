@@ -75,8 +75,9 @@ def optimum_logprobs(model_dir: Path, ids: list[int]) -> np.ndarray:
         logits = model(
             input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long)
         ).logits[0]
-    rows = logits.double().numpy()
-    return rows - np.logaddexp.reduce(rows, axis=1, keepdims=True)
+    rows: np.ndarray = logits.double().numpy()
+    scores: np.ndarray = rows - np.logaddexp.reduce(rows, axis=1, keepdims=True)
+    return scores
 
 
 def test_requests_that_need_no_logits_never_start_it(exact_server: Server) -> None:
@@ -205,3 +206,21 @@ def test_the_scoring_engine_unloads_when_idle_and_reloads_on_demand(exact_server
     again = chat(exact_server, max_tokens=2, logprobs=True, top_logprobs=1)
     assert again["choices"][0]["logprobs"]["content"]
     assert exact_server.log_text().count("Scoring engine loaded") == loads + 1
+
+
+def test_the_responses_api_reports_alternatives_through_the_sdk(exact_server: Server) -> None:
+    response = exact_server.client().responses.create(
+        model=exact_server.model,
+        input="Write a haiku about the sea.",
+        temperature=0,
+        max_output_tokens=8,
+        top_logprobs=2,
+        include=["message.output_text.logprobs"],
+        store=False,
+    )
+    [message] = response.output
+    [part] = message.content  # type: ignore[union-attr]
+    assert part.logprobs  # type: ignore[union-attr]
+    for item in part.logprobs:  # type: ignore[union-attr]
+        assert item.top_logprobs[0].token == item.token
+        assert len(item.top_logprobs) == 2

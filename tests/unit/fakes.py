@@ -133,9 +133,8 @@ def _scored_prompt(ids: list[int], k: int | None) -> tuple[PromptToken, ...] | N
     token itself and the ids after it."""
     if k is None:
         return None
-    return (PromptToken(ids[0], None),) + tuple(
-        PromptToken(t, -1.0, tuple((t + j, -1.0 - j) for j in range(k))) for t in ids[1:]
-    )
+    rest = [PromptToken(t, -1.0, tuple((t + j, -1.0 - j) for j in range(k))) for t in ids[1:]]
+    return (PromptToken(ids[0], None), *rest)
 
 
 @dataclass
