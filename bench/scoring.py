@@ -104,7 +104,7 @@ def report(data: dict[str, Any], command: str, rounds: int) -> str:
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
     def med(key: str) -> float:
-        return statistics.median(values[key])
+        return float(statistics.median(values[key]))
 
     lines = [
         START,
