@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing as mp
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -91,6 +92,11 @@ class EngineProcess:
         self.ready = True
         assert self._loop is not None
         self._loop.add_reader(self._outbox.fileno(), self._on_readable)
+        # uvloop makes a watched descriptor non-blocking, and a message longer than the
+        # pipe's buffer (the scoring engine's scored prompts are hundreds of KB) would then
+        # fail half read, as if the child had died: recv() must wait for the rest, which
+        # the child is writing already.
+        os.set_blocking(self._outbox.fileno(), True)
         self._watching = True
 
     def _await_first_message(self) -> EngineReady | str:
@@ -117,7 +123,8 @@ class EngineProcess:
             # skipping a poll() per call saves a system call per batch.
             for message in self._outbox.recv():
                 self._on_message(message)
-        except (EOFError, OSError):
+        except (EOFError, OSError) as exc:
+            logger.debug("Reading the %s's pipe: %r", self.what, exc)
             self._unwatch()
             if not self.stopping:
                 self.ready = False

@@ -4,6 +4,7 @@ against the continuous-batching engine and against optimum-intel's own logits.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
@@ -224,3 +225,23 @@ def test_the_responses_api_reports_alternatives_through_the_sdk(exact_server: Se
     for item in part.logprobs:  # type: ignore[union-attr]
         assert item.top_logprobs[0].token == item.token
         assert len(item.top_logprobs) == 2
+
+
+def test_concurrent_long_prompts_are_scored_as_if_alone(exact_server: Server) -> None:
+    """Four ~1,300-token prompts at once: each scored message is larger than the pipe's
+    buffer, and each sequence's KV state is its own, so the scores equal a lone request's."""
+    text = " ".join(f"Line {i}: the quick brown fox jumps over the lazy dog." for i in range(100))
+    body = {"model": exact_server.model, "prompt": text, "max_tokens": 1, "echo": True}
+    body |= {"logprobs": 5, "temperature": 0}
+
+    async def all_at_once() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=300) as client:
+            url = f"{exact_server.url}/v1/completions"
+            return await asyncio.gather(*(client.post(url, json=body) for _ in range(4)))
+
+    alone = completion(exact_server, **{k: v for k, v in body.items() if k != "model"})
+    together = asyncio.run(all_at_once())
+    assert [r.status_code for r in together] == [200] * 4
+    assert alone["usage"]["prompt_tokens"] > 1000
+    for response in together:
+        assert response.json()["choices"][0]["logprobs"] == alone["choices"][0]["logprobs"]
