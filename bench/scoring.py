@@ -34,7 +34,7 @@ START, END = "<!-- scoring:start -->", "<!-- scoring:end -->"
 LEVELS = (1, 4)
 OUT_TOKENS = 64
 QUESTION = [{"role": "user", "content": "Write a story about a lighthouse keeper."}]
-TEXT = (DOCUMENT + "\n\n") * 3  # ~540 tokens
+TEXT = (DOCUMENT + "\n\n") * 3  # ~410 tokens
 
 
 async def decode(client: httpx.AsyncClient, url: str, level: int, top: int) -> float:
@@ -111,7 +111,7 @@ def report(data: dict[str, Any], command: str, rounds: int) -> str:
         f"Measured {date} with `{command}`: one ovchat server on the default model "
         f"(SmolLM2-135M int4, defaults), {rounds} interleaved rounds, medians. Decoding: "
         f"{OUT_TOKENS} greedy tokens a chat, aggregate tok/s; scoring: a "
-        "~540-token text with echo, logprobs 5 and max_tokens 0, prompt tokens/s.",
+        "~410-token text with echo, logprobs 5 and max_tokens 0, prompt tokens/s.",
         "",
         "| requests at once | main engine tok/s (logprobs) | scoring engine tok/s "
         "(top_logprobs 5) | scoring / main | prompt scoring tokens/s |",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections.abc import AsyncGenerator, Callable
@@ -22,8 +23,6 @@ from app.engine.base import (
 from app.engine.genai_worker import WorkerConfig, run
 from app.engine.grammar_check import GrammarChecker
 from app.engine.messages import (
-    AddRequest,
-    CancelRequest,
     FromEngine,
     RequestFailed,
     RequestTokens,
@@ -31,7 +30,7 @@ from app.engine.messages import (
     StepFault,
     StepOutput,
 )
-from app.engine.process import EngineProcess
+from app.engine.process import EngineProcess, request_stream
 
 logger = logging.getLogger(__name__)
 
@@ -163,24 +162,8 @@ class GenaiEngine:
     ) -> AsyncGenerator[TokenDelta, None]:
         if not self.is_ready():
             raise EngineError("the inference engine is not running")
-        rid = next(self._ids)
-        stream: asyncio.Queue[TokenDelta | EngineError] = asyncio.Queue()
-        self._streams[rid] = stream
-        finished = False
-        try:
-            self._process.send(AddRequest(rid, prompt_ids, params))
-            while True:
-                item = await stream.get()
-                if isinstance(item, EngineError):
-                    finished = True
-                    raise item
-                if item.finish is not None:
-                    finished = True
-                yield item
-                if finished:
-                    return
-        finally:
-            del self._streams[rid]
-            if not finished and self.is_ready():
-                # The consumer left early (client disconnected): free the engine's work.
-                self._process.send(CancelRequest(rid))
+        # Closed with this generator, so a client that leaves cancels its request now.
+        deltas = request_stream(self._process, self._streams, next(self._ids), prompt_ids, params)
+        async with contextlib.aclosing(deltas):
+            async for delta in deltas:
+                yield delta

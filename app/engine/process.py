@@ -10,11 +10,11 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-from app.engine.base import EngineStartError
-from app.engine.messages import EngineReady, StopEngine
+from app.engine.base import EngineError, EngineStartError, SamplingParams, TokenDelta
+from app.engine.messages import AddRequest, CancelRequest, EngineReady, StopEngine
 
 logger = logging.getLogger(__name__)
 
@@ -176,3 +176,33 @@ class EngineProcess:
             self._process.terminate()
             await asyncio.to_thread(self._process.join, 5)
         logger.info("The %s process stopped", self.what)
+
+
+async def request_stream(
+    process: EngineProcess,
+    streams: dict[int, asyncio.Queue[TokenDelta | EngineError]],
+    rid: int,
+    prompt_ids: list[int],
+    params: SamplingParams,
+) -> AsyncGenerator[TokenDelta, None]:
+    """One request through an engine process: added, its deltas read from the queue the
+    engine's dispatcher fills (`streams[rid]`) until the last one or an error, and
+    cancelled in the engine if the consumer leaves early (the client disconnected)."""
+    stream: asyncio.Queue[TokenDelta | EngineError] = asyncio.Queue()
+    streams[rid] = stream
+    finished = False
+    try:
+        process.send(AddRequest(rid, prompt_ids, params))
+        while True:
+            item = await stream.get()
+            if isinstance(item, EngineError):
+                finished = True
+                raise item
+            finished = item.finish is not None
+            yield item
+            if finished:
+                return
+    finally:
+        del streams[rid]
+        if not finished and process.is_ready():
+            process.send(CancelRequest(rid))

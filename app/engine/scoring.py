@@ -24,8 +24,8 @@ from app.engine.base import (
     SamplingParams,
     TokenDelta,
 )
-from app.engine.messages import AddRequest, CancelRequest, RequestFailed, RequestTokens
-from app.engine.process import EngineProcess
+from app.engine.messages import RequestFailed, RequestTokens
+from app.engine.process import EngineProcess, request_stream
 from app.engine.scoring_worker import ScoringWorkerConfig, run
 
 logger = logging.getLogger(__name__)
@@ -98,25 +98,11 @@ class ScoringEngine:
         await self._process.back(_STARTUP_TIMEOUT_S)
         if not self.is_ready():
             raise EngineError("the scoring engine is not running")
-        rid = next(self._ids)
-        stream: asyncio.Queue[TokenDelta | EngineError] = asyncio.Queue()
-        self._streams[rid] = stream
-        finished = False
-        try:
-            self._process.send(AddRequest(rid, prompt_ids, params))
-            while True:
-                item = await stream.get()
-                if isinstance(item, EngineError):
-                    finished = True
-                    raise item
-                finished = item.finish is not None
-                yield item
-                if finished:
-                    return
-        finally:
-            del self._streams[rid]
-            if not finished and self.is_ready():
-                self._process.send(CancelRequest(rid))
+        # Closed with this generator, so a client that leaves cancels its request now.
+        deltas = request_stream(self._process, self._streams, next(self._ids), prompt_ids, params)
+        async with contextlib.aclosing(deltas):
+            async for delta in deltas:
+                yield delta
 
 
 class LogitsRouter:
