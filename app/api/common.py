@@ -111,7 +111,7 @@ async def _check(engine: Engine, plan: GenerationPlan) -> None:
         except RequestRejected as exc:
             raise ApiError(
                 400,
-                f"The schema cannot be used for constrained decoding: {exc}",
+                f"The constraint cannot be used for constrained decoding: {exc}",
                 param=plan.schema_param,
                 code="invalid_value",
             ) from exc

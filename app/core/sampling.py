@@ -135,6 +135,8 @@ def engine_params(
     logprobs: bool = False,
     json_schema: str | None = None,
     structural_tag: str | None = None,
+    regex: str | None = None,
+    ebnf: str | None = None,
     schema_param: str = "response_format",
     top_param: str = "top_logprobs",
 ) -> list[SamplingParams]:
@@ -148,9 +150,9 @@ def engine_params(
         require(ctx, MIN_P, "min_p", "min_p")
     if logprobs:
         require(ctx, LOGPROBS, "logprobs", "logprobs")
-    if json_schema is not None or structural_tag is not None:
+    constrained = any(g is not None for g in (json_schema, structural_tag, regex, ebnf))
+    if constrained:
         require(ctx, STRUCTURED_OUTPUT, schema_param, "structured output")
-    constrained = json_schema is not None or structural_tag is not None
     _check_logits(ctx, sampling, max_new_tokens, schema_param if constrained else None, top_param)
     seed = sampling.seed if sampling.seed is not None else secrets.randbits(31)
     temperature = 1.0 if sampling.temperature is None else sampling.temperature
@@ -171,6 +173,8 @@ def engine_params(
         logprobs=logprobs,
         json_schema=json_schema,
         structural_tag=structural_tag,
+        regex=regex,
+        ebnf=ebnf,
         top_logprobs=sampling.top_logprobs,
         logit_bias=sampling.logit_bias,
         prompt_logprobs=sampling.prompt_logprobs,

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi.responses import JSONResponse, Response
 
 from app.chat_format import PromptError, Turn
+from app.core.constraints import only_one, request_constraint
 from app.core.generation import ArgumentsOut, CallOut, ChoiceEnd, ChosenToken, Event, TextOut
 from app.core.plan import ChoicePlan, GenerationPlan, ModelContext
 from app.core.run import GenerationRun
@@ -76,6 +77,8 @@ def validate(body: ChatCompletionRequest, ctx: ModelContext) -> GenerationPlan:
         tag = tools.structural_tag if tools and forced else None
     except SchemaError as exc:
         raise ApiError(400, str(exc), param=exc.param, code="invalid_value") from exc
+    constraint = request_constraint(body)
+    only_one(constraint, "tools" if forced else "response_format" if schema else None)
     try:
         prompt_ids = encode_messages(ctx.text, body.messages, tools)
     except PromptError as exc:
@@ -89,14 +92,16 @@ def validate(body: ChatCompletionRequest, ctx: ModelContext) -> GenerationPlan:
         top_logprobs=body.top_logprobs or 0,
         json_schema=schema,
         structural_tag=tag,
+        constraint=constraint,
     )
+    schema_param = "tools" if tools is not None and tools.forced else "response_format"
     return GenerationPlan(
         choices=[ChoicePlan(prompt_ids, p) for p in params],
         prompt_tokens=len(prompt_ids),
         stops=check_stops(ctx, body.stop_list()),
         tools=tools,
         logprobs=bool(body.logprobs),
-        schema_param="tools" if tools is not None and tools.forced else "response_format",
+        schema_param=constraint.param if constraint is not None else schema_param,
     )
 
 

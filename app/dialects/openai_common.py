@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar
 
+from app.core.constraints import Constraint
 from app.core.generation import ChosenToken
 from app.core.plan import ModelContext
 from app.core.run import GenerationRun
@@ -29,8 +30,18 @@ def sampling_params(
     top_param: str = "top_logprobs",
     json_schema: str | None = None,
     structural_tag: str | None = None,
+    constraint: Constraint | None = None,
 ) -> list[SamplingParams]:
-    """The OpenAI sampling fields as engine parameters, one per choice."""
+    """The OpenAI sampling fields as engine parameters, one per choice. `constraint` is
+    the request's structured_outputs / guided_* / grammar one (app/core/constraints.py),
+    already checked not to meet another."""
+    schema_param = "tools" if structural_tag is not None else "response_format"
+    grammars: dict[str, str] = {}
+    if constraint is not None:
+        grammars[constraint.grammar.kind] = constraint.grammar.text
+        schema_param = constraint.param
+    json_schema = grammars.get("json_schema", json_schema)
+    structural_tag = grammars.get("structural_tag", structural_tag)
     sampling = Sampling(
         temperature=body.temperature,
         top_p=body.top_p,
@@ -53,7 +64,9 @@ def sampling_params(
         logprobs=logprobs,
         json_schema=json_schema,
         structural_tag=structural_tag,
-        schema_param="tools" if structural_tag is not None else "response_format",
+        regex=grammars.get("regex"),
+        ebnf=grammars.get("ebnf"),
+        schema_param=schema_param,
         top_param=top_param,
     )
 

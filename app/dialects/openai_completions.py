@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from fastapi.responses import JSONResponse, Response
 
+from app.core.constraints import request_constraint
 from app.core.generation import (
     Alternative,
     ChoiceEnd,
@@ -43,6 +44,7 @@ def validate(body: CompletionRequest, ctx: ModelContext) -> GenerationPlan:
             param="suffix",
             code="unsupported_parameter",
         )
+    constraint = request_constraint(body)
     prompts = body.prompts()
     choices: list[ChoicePlan] = []
     prompt_tokens = 0
@@ -60,6 +62,7 @@ def validate(body: CompletionRequest, ctx: ModelContext) -> GenerationPlan:
             # Echo with logprobs scores the prompt too, as OpenAI's legacy API did: what
             # evaluation harnesses read loglikelihoods from.
             prompt_logprobs=body.logprobs if body.echo and body.logprobs is not None else None,
+            constraint=constraint,
         )
         choices += [ChoicePlan(ids, p, index) for p in params]
     return GenerationPlan(
@@ -67,6 +70,7 @@ def validate(body: CompletionRequest, ctx: ModelContext) -> GenerationPlan:
         prompt_tokens=prompt_tokens,
         stops=check_stops(ctx, body.stop_list()),
         logprobs=body.logprobs is not None,
+        schema_param=constraint.param if constraint is not None else "response_format",
     )
 
 

@@ -10,7 +10,7 @@ from typing import Literal, Protocol
 EngineFinish = Literal["stop", "length"]
 
 
-GrammarKind = Literal["json_schema", "structural_tag"]
+GrammarKind = Literal["json_schema", "structural_tag", "regex", "ebnf"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,10 @@ class SamplingParams:
     # Or to this structural tag (xgrammar's JSON form, as genai takes it): a forced call
     # in a chat template's own format, tags and all.
     structural_tag: str | None = None
+    # Or to a regular expression, or to an EBNF grammar (xgrammar's dialect, which is
+    # llama.cpp's GBNF).
+    regex: str | None = None
+    ebnf: str | None = None
     # What only the exact scoring engine serves (app/engine/scoring_worker.py), which
     # computes every logit: the top alternatives of each chosen token, biases added to
     # logits before sampling (token id, bias), and the prompt's own log-probabilities
@@ -57,6 +61,10 @@ class SamplingParams:
             return Grammar("structural_tag", self.structural_tag)
         if self.json_schema is not None:
             return Grammar("json_schema", self.json_schema)
+        if self.regex is not None:
+            return Grammar("regex", self.regex)
+        if self.ebnf is not None:
+            return Grammar("ebnf", self.ebnf)
         return None
 
     @property

@@ -153,6 +153,10 @@ def structured_output_config(grammar: Grammar) -> Any:
 
     if grammar.kind == "structural_tag":
         return ov_genai.StructuredOutputConfig(structural_tags_config=grammar.text)
+    if grammar.kind == "regex":
+        return ov_genai.StructuredOutputConfig(regex=grammar.text)
+    if grammar.kind == "ebnf":
+        return ov_genai.StructuredOutputConfig(grammar=grammar.text)
     return ov_genai.StructuredOutputConfig(json_schema=grammar.text)
 
 

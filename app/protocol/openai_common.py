@@ -73,6 +73,18 @@ Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 
 
+class StructuredOutputs(BaseModel):
+    """vLLM's `structured_outputs`: exactly one constraint on the output."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    json_: dict[str, Any] | str | None = Field(None, alias="json")
+    regex: str | None = None
+    choice: Annotated[list[str], Field(min_length=1)] | None = None
+    grammar: str | None = None
+    structural_tag: str | None = None
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
@@ -107,6 +119,14 @@ class GenerationRequest(BaseModel):
     ignore_eos: bool | None = None  # keep generating past eos, for fixed-length benchmarks
     # Ollama's: how long the model stays loaded after this request (app/pool.py).
     keep_alive: Duration | None = None
+    # Constraints on the output beyond response_format (app/core/constraints.py): vLLM's
+    # structured_outputs, its older guided_* spellings, and llama.cpp's GBNF grammar.
+    structured_outputs: StructuredOutputs | None = None
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_choice: Annotated[list[str], Field(min_length=1)] | None = None
+    guided_grammar: str | None = None
+    grammar: str | None = None
 
     def stop_list(self) -> list[str]:
         return as_list(self.stop)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app.engine.base import RequestRejected
+from app.engine.base import Grammar, RequestRejected
 from app.engine.grammar_check import GrammarChecker
 
 GOOD = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
@@ -43,6 +43,29 @@ def test_verdicts(default_model_dir: Path) -> None:
             await checker.check(json.dumps(GOOD))  # decided once: not compiled again
             await refusal(checker, json.dumps(LOOKAHEAD))
             assert (checker.compiled, checker.refused) == (1, 2)
+        finally:
+            await checker.close()
+
+    asyncio.run(scenario())
+
+
+def test_regex_and_ebnf_verdicts_are_kept_per_kind(default_model_dir: Path) -> None:
+    async def scenario() -> None:
+        checker = GrammarChecker(str(default_model_dir), 30)
+        checker.start()
+        try:
+            await checker.check(Grammar("regex", "[0-9]+"))
+            await checker.check(Grammar("ebnf", 'root ::= [0-9]+ "."'))
+            with pytest.raises(RequestRejected, match="not defined"):
+                await checker.check(Grammar("ebnf", "root ::= nowhere"))
+            assert (checker.compiled, checker.refused) == (2, 1)
+            await checker.check(Grammar("regex", "[0-9]+"))  # decided once
+            await checker.check(Grammar("ebnf", 'root ::= [0-9]+ "."'))
+            assert (checker.compiled, checker.refused) == (2, 1)
+            # The same text as another kind is another grammar.
+            with pytest.raises(RequestRejected):
+                await checker.check(Grammar("ebnf", "[0-9]+"))
+            assert (checker.compiled, checker.refused) == (2, 2)
         finally:
             await checker.close()
 

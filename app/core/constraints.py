@@ -1,0 +1,141 @@
+"""The output constraints OpenAI-compatible clients send beside `response_format`, in
+one place: vLLM's `structured_outputs` (json, regex, choice, grammar, structural_tag), its
+older `guided_*` spellings, and llama.cpp's `grammar` (GBNF). A request may carry one
+constraint, from whichever field: two are a 400, never one silently dropped.
+
+The engine's grammar language is xgrammar's EBNF, whose parser reads llama.cpp's GBNF
+(`root ::= ...`, alternatives, groups, `*` `+` `?` `{m,n}`, character classes, string
+escapes, `#` comments): a GBNF grammar goes to the engine as written, after the checks
+here. What xgrammar cannot parse (an undefined rule, a syntax error) is refused by the
+compile check before admission (app/engine/grammar_check.py), naming the field."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from app.core.schema import SchemaError, check_enforceable
+from app.engine.base import Grammar
+from app.errors import ApiError
+from app.protocol.openai_common import GenerationRequest
+
+_ROOT = re.compile(r"^\s*root\s*::=", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Constraint:
+    grammar: Grammar
+    param: str  # the field it came from, which a 400 names
+
+
+def _bad(message: str, param: str) -> ApiError:
+    return ApiError(400, message, param=param, code="invalid_value")
+
+
+def choice_grammar(choices: list[str], param: str) -> str:
+    """Exactly one of `choices`, as an EBNF alternation of string literals."""
+    if any(choice == "" for choice in choices):
+        raise _bad("choices must not be empty strings.", param)
+    return "root ::= " + " | ".join(json.dumps(c, ensure_ascii=False) for c in choices)
+
+
+def gbnf(text: str, param: str) -> str:
+    """A llama.cpp GBNF grammar as the engine's EBNF: the same text, once it has the
+    `root` rule generation starts from (llama.cpp's own requirement)."""
+    if not text.strip():
+        raise _bad("The grammar is empty.", param)
+    if _ROOT.search(text) is None:
+        raise _bad("The grammar has no 'root' rule (root ::= ...), where output starts.", param)
+    return text.replace("\r\n", "\n")
+
+
+def regex(text: str, param: str) -> str:
+    if not text:
+        raise _bad("The regex is empty.", param)
+    return text
+
+
+def json_schema(value: dict[str, Any] | str, param: str) -> str:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise _bad(f"The JSON schema is not JSON: {exc}", param) from exc
+        if not isinstance(value, dict):
+            raise _bad("The JSON schema must be an object.", param)
+    try:
+        check_enforceable(value, param)
+    except SchemaError as exc:
+        raise ApiError(400, str(exc), param=exc.param, code="invalid_value") from exc
+    return json.dumps(value)
+
+
+def request_constraint(body: GenerationRequest) -> Constraint | None:
+    """The request's one constraint outside `response_format`, or None."""
+    found: list[Constraint] = []
+    so = body.structured_outputs
+    if so is not None:
+        members = [
+            ("json", so.json_ is not None),
+            ("regex", so.regex is not None),
+            ("choice", so.choice is not None),
+            ("grammar", so.grammar is not None),
+            ("structural_tag", so.structural_tag is not None),
+        ]
+        named = [name for name, present in members if present]
+        if len(named) != 1:
+            raise _bad(
+                "structured_outputs takes exactly one of json, regex, choice, grammar and "
+                f"structural_tag{'; it has ' + ', '.join(named) if named else ''}.",
+                "structured_outputs",
+            )
+        param = f"structured_outputs.{named[0]}"
+        if so.json_ is not None:
+            found.append(Constraint(Grammar("json_schema", json_schema(so.json_, param)), param))
+        elif so.regex is not None:
+            found.append(Constraint(Grammar("regex", regex(so.regex, param)), param))
+        elif so.choice is not None:
+            found.append(Constraint(Grammar("ebnf", choice_grammar(so.choice, param)), param))
+        elif so.grammar is not None:
+            found.append(Constraint(Grammar("ebnf", gbnf(so.grammar, param)), param))
+        elif so.structural_tag is not None:
+            found.append(Constraint(Grammar("structural_tag", so.structural_tag), param))
+    if body.guided_json is not None:
+        text = json_schema(body.guided_json, "guided_json")
+        found.append(Constraint(Grammar("json_schema", text), "guided_json"))
+    if body.guided_regex is not None:
+        text = regex(body.guided_regex, "guided_regex")
+        found.append(Constraint(Grammar("regex", text), "guided_regex"))
+    if body.guided_choice is not None:
+        text = choice_grammar(body.guided_choice, "guided_choice")
+        found.append(Constraint(Grammar("ebnf", text), "guided_choice"))
+    if body.guided_grammar is not None:
+        text = gbnf(body.guided_grammar, "guided_grammar")
+        found.append(Constraint(Grammar("ebnf", text), "guided_grammar"))
+    if body.grammar is not None:
+        found.append(Constraint(Grammar("ebnf", gbnf(body.grammar, "grammar")), "grammar"))
+    if len(found) > 1:
+        raise ApiError(
+            400,
+            "Only one output constraint is allowed; this request has "
+            + ", ".join(c.param for c in found)
+            + ".",
+            param=found[1].param,
+            code="invalid_value",
+        )
+    return found[0] if found else None
+
+
+def only_one(constraint: Constraint | None, other: str | None) -> None:
+    """`other` names a constraint the request has already (response_format, forced tool
+    calls): both at once is a 400."""
+    if constraint is not None and other is not None:
+        raise ApiError(
+            400,
+            f"{constraint.param} cannot be combined with {other}: a request takes one "
+            "output constraint.",
+            param=constraint.param,
+            code="invalid_value",
+        )
