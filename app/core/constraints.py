@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from app.core.schema import SchemaError, check_enforceable
-from app.engine.base import Grammar
+from app.engine.base import Grammar, GrammarKind
 from app.errors import ApiError
 from app.protocol.openai_common import GenerationRequest
 
@@ -72,50 +73,51 @@ def json_schema(value: dict[str, Any] | str, param: str) -> str:
     return json.dumps(value)
 
 
+# What each member of structured_outputs, and each older field, becomes: the grammar's
+# kind and the function that checks the value and writes the grammar's text.
+_BUILDERS: dict[str, tuple[GrammarKind, Callable[[Any, str], str]]] = {
+    "json": ("json_schema", json_schema),
+    "regex": ("regex", regex),
+    "choice": ("ebnf", choice_grammar),
+    "grammar": ("ebnf", gbnf),
+    "structural_tag": ("structural_tag", lambda value, _: str(value)),
+}
+
+
+def _build(member: str, value: Any, param: str) -> Constraint:
+    kind, build = _BUILDERS[member]
+    return Constraint(Grammar(kind, build(value, param)), param)
+
+
 def request_constraint(body: GenerationRequest) -> Constraint | None:
     """The request's one constraint outside `response_format`, or None."""
     found: list[Constraint] = []
     so = body.structured_outputs
     if so is not None:
-        members = [
-            ("json", so.json_ is not None),
-            ("regex", so.regex is not None),
-            ("choice", so.choice is not None),
-            ("grammar", so.grammar is not None),
-            ("structural_tag", so.structural_tag is not None),
-        ]
-        named = [name for name, present in members if present]
+        members = {
+            "json": so.json_,
+            "regex": so.regex,
+            "choice": so.choice,
+            "grammar": so.grammar,
+            "structural_tag": so.structural_tag,
+        }
+        named = [name for name, value in members.items() if value is not None]
         if len(named) != 1:
             raise _bad(
                 "structured_outputs takes exactly one of json, regex, choice, grammar and "
                 f"structural_tag{'; it has ' + ', '.join(named) if named else ''}.",
                 "structured_outputs",
             )
-        param = f"structured_outputs.{named[0]}"
-        if so.json_ is not None:
-            found.append(Constraint(Grammar("json_schema", json_schema(so.json_, param)), param))
-        elif so.regex is not None:
-            found.append(Constraint(Grammar("regex", regex(so.regex, param)), param))
-        elif so.choice is not None:
-            found.append(Constraint(Grammar("ebnf", choice_grammar(so.choice, param)), param))
-        elif so.grammar is not None:
-            found.append(Constraint(Grammar("ebnf", gbnf(so.grammar, param)), param))
-        elif so.structural_tag is not None:
-            found.append(Constraint(Grammar("structural_tag", so.structural_tag), param))
-    if body.guided_json is not None:
-        text = json_schema(body.guided_json, "guided_json")
-        found.append(Constraint(Grammar("json_schema", text), "guided_json"))
-    if body.guided_regex is not None:
-        text = regex(body.guided_regex, "guided_regex")
-        found.append(Constraint(Grammar("regex", text), "guided_regex"))
-    if body.guided_choice is not None:
-        text = choice_grammar(body.guided_choice, "guided_choice")
-        found.append(Constraint(Grammar("ebnf", text), "guided_choice"))
-    if body.guided_grammar is not None:
-        text = gbnf(body.guided_grammar, "guided_grammar")
-        found.append(Constraint(Grammar("ebnf", text), "guided_grammar"))
-    if body.grammar is not None:
-        found.append(Constraint(Grammar("ebnf", gbnf(body.grammar, "grammar")), "grammar"))
+        found.append(_build(named[0], members[named[0]], f"structured_outputs.{named[0]}"))
+    for param, member, value in (
+        ("guided_json", "json", body.guided_json),
+        ("guided_regex", "regex", body.guided_regex),
+        ("guided_choice", "choice", body.guided_choice),
+        ("guided_grammar", "grammar", body.guided_grammar),
+        ("grammar", "grammar", body.grammar),  # llama.cpp's GBNF
+    ):
+        if value is not None:
+            found.append(_build(member, value, param))
     if len(found) > 1:
         raise ApiError(
             400,
