@@ -105,7 +105,7 @@ async def admit(
 
 
 async def _check(engine: Engine, plan: GenerationPlan) -> None:
-    for params in {choice.params.json_schema: choice.params for choice in plan.choices}.values():
+    for params in {choice.params.grammar: choice.params for choice in plan.choices}.values():
         try:
             await engine.check(params)
         except RequestRejected as exc:

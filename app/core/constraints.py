@@ -77,6 +77,7 @@ def json_schema(value: dict[str, Any] | str, param: str) -> str:
 # kind and the function that checks the value and writes the grammar's text.
 _BUILDERS: dict[str, tuple[GrammarKind, Callable[[Any, str], str]]] = {
     "json": ("json_schema", json_schema),
+    "json_object": ("json_schema", json_schema),
     "regex": ("regex", regex),
     "choice": ("ebnf", choice_grammar),
     "grammar": ("ebnf", gbnf),
@@ -99,13 +100,15 @@ def request_constraint(body: GenerationRequest) -> Constraint | None:
             "regex": so.regex,
             "choice": so.choice,
             "grammar": so.grammar,
+            # vLLM's: any JSON object, as response_format's json_object.
+            "json_object": {"type": "object"} if so.json_object else None,
             "structural_tag": so.structural_tag,
         }
         named = [name for name, value in members.items() if value is not None]
         if len(named) != 1:
             raise _bad(
-                "structured_outputs takes exactly one of json, regex, choice, grammar and "
-                f"structural_tag{'; it has ' + ', '.join(named) if named else ''}.",
+                "structured_outputs takes exactly one of json, regex, choice, grammar, "
+                f"json_object and structural_tag{'; it has ' + ', '.join(named) if named else ''}.",
                 "structured_outputs",
             )
         found.append(_build(named[0], members[named[0]], f"structured_outputs.{named[0]}"))

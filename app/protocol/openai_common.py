@@ -74,7 +74,9 @@ Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 
 
 class StructuredOutputs(BaseModel):
-    """vLLM's `structured_outputs`: exactly one constraint on the output."""
+    """vLLM's `structured_outputs`: exactly one constraint on the output. Its backend
+    options (whitespace, fallback) are not fields: the engine's compiler has none, so a
+    request naming one is a 400 rather than an option silently dropped."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -82,6 +84,7 @@ class StructuredOutputs(BaseModel):
     regex: str | None = None
     choice: Annotated[list[str], Field(min_length=1)] | None = None
     grammar: str | None = None
+    json_object: bool | None = None
     structural_tag: str | None = None
 
 

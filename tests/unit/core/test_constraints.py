@@ -27,6 +27,11 @@ def body(**fields: Any) -> CompletionRequest:
             "structured_outputs.json",
         ),
         ({"structured_outputs": {"grammar": 'root ::= "a"'}}, "ebnf", "structured_outputs.grammar"),
+        (
+            {"structured_outputs": {"json_object": True}},
+            "json_schema",
+            "structured_outputs.json_object",
+        ),
         ({"guided_json": '{"type": "string"}'}, "json_schema", "guided_json"),
         ({"guided_regex": "a|b"}, "regex", "guided_regex"),
         ({"guided_choice": ["x"]}, "ebnf", "guided_choice"),
@@ -70,6 +75,13 @@ def test_refusals_name_the_field(fields: dict[str, Any], param: str) -> None:
         request_constraint(body(**fields))
     assert error.value.body.param == param
     assert error.value.status == 400
+
+
+def test_backend_options_are_refused_not_dropped() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        body(structured_outputs={"regex": "a", "disable_any_whitespace": True})
 
 
 def test_no_constraint() -> None:
