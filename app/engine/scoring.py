@@ -38,7 +38,6 @@ class ScoringEngine:
     name = "scoring"
 
     def __init__(self, config: ScoringWorkerConfig) -> None:
-        self._config = config
         self._process = EngineProcess(
             "scoring engine", run, config, _STARTUP_TIMEOUT_S, self._dispatch, self._died
         )
@@ -48,10 +47,6 @@ class ScoringEngine:
     @property
     def pid(self) -> int | None:
         return self._process.pid
-
-    @property
-    def restarts(self) -> int:
-        return self._process.restarts
 
     def running(self) -> int:
         return len(self._streams)
@@ -123,7 +118,6 @@ class LogitsRouter:
         self.scorer: ScoringEngine | None = None
         self._loading: asyncio.Task[ScoringEngine] | None = None
         self._unload: asyncio.TimerHandle | None = None
-        self.loads = 0  # times the scoring engine was loaded, for tests and logs
         self._closing: set[asyncio.Task[None]] = set()  # unloads under way
 
     # Everything but generation is the main engine's: its readiness is the model's.
@@ -209,7 +203,6 @@ class LogitsRouter:
         except BaseException:
             await scorer.close()
             raise
-        self.loads += 1
         logger.info(
             "Scoring engine loaded (pid %s) for top_logprobs, logit_bias or prompt logprobs",
             scorer.pid,

@@ -152,7 +152,6 @@ class Sequence:
         self.rid = rid
         self.params = params
         self.ids = list(prompt_ids)
-        self.prompt_length = len(prompt_ids)
         self.request = compiled.create_infer_request()
         self.request.reset_state()
         self.sampler = Sampler(params, np.random.default_rng(params.seed), set(prompt_ids))
