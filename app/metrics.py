@@ -59,6 +59,12 @@ class _ModelCollector(Collector):
             "Speculative decoding: candidate tokens the model accepted.",
             labels=["model"],
         )
+        moved = CounterMetricFamily(
+            f"{PREFIX}_spec_decode_moved_requests",
+            "Speculative decoding: requests moved to the plain pipeline once the batch was "
+            "busy and their candidates were not accepted often enough.",
+            labels=["model"],
+        )
         pieces = CounterMetricFamily(
             f"{PREFIX}_prefill_pieces",
             "Prefill pacing: pieces of long prompts fed to the engine while others decoded.",
@@ -76,9 +82,10 @@ class _ModelCollector(Collector):
             memory.add_metric([model.id], model.footprint())
             draft.add_metric([model.id], stats.draft_tokens)
             accepted.add_metric([model.id], stats.accepted_tokens)
+            moved.add_metric([model.id], stats.moved_requests)
             pieces.add_metric([model.id], stats.prefill_pieces)
             gateway.add(model.id, stats)
-        yield from (running, waiting, kv, loaded, memory, draft, accepted, pieces)
+        yield from (running, waiting, kv, loaded, memory, draft, accepted, moved, pieces)
         yield from gateway.families()
 
 

@@ -256,10 +256,22 @@ class Settings(BaseSettings):
     speculation_busy_at: int = Field(
         4,
         ge=0,
-        description="A request that arrives while more sequences than this run drafts one "
-        "token a step instead of num_assistant_tokens, and no request drafts more than its "
-        "share of the step budget: speculation pays while compute is spare and costs when "
-        "the batch is full (genai fixes a request's drafting when it is added).",
+        description="Speculation pays while compute is spare and costs when the batch is "
+        "full. A request that arrives while more sequences than this run drafts one token "
+        "a step instead of num_assistant_tokens, and no request drafts more than its share "
+        "of the step budget; once more than this many run and the speculating ones' "
+        "candidates are not accepted often enough (speculation_min_acceptance), they move "
+        "to a plain pipeline the engine keeps beside the speculative one (one more copy "
+        "of the weights in memory).",
+    )
+    speculation_min_acceptance: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of their candidates the speculating requests must see accepted "
+        "(each judged after its first 8 decoding steps) for speculation to stay on once "
+        "more than speculation_busy_at sequences run; below it they move to the plain "
+        "pipeline.",
     )
     dynamic_quantization: bool = Field(
         True,

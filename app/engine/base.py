@@ -129,6 +129,7 @@ class EngineStats:
     # the model agreed with (their ratio is the acceptance rate).
     draft_tokens: int = 0
     accepted_tokens: int = 0
+    moved_requests: int = 0  # moved off speculation, it having stopped paying
     prefill_pieces: int = 0  # prompt pieces prefill pacing fed the engine, since it started
     # The KV cache's layout (tokens per block, blocks in the cache); 0 when not known.
     block_size: int = 0

@@ -55,6 +55,7 @@ class GenaiEngine:
         self._stats = EngineStats()
         self.draft_tokens = 0
         self.accepted_tokens = 0
+        self.moved_requests = 0
         self.prefill_pieces = 0
         self._on_step: Callable[[float], None] | None = None
 
@@ -85,6 +86,7 @@ class GenaiEngine:
             now,
             draft_tokens=self.draft_tokens,
             accepted_tokens=self.accepted_tokens,
+            moved_requests=self.moved_requests,
             prefill_pieces=self.prefill_pieces,
             block_size=started.block_size if started is not None else 0,
             kv_blocks=started.kv_blocks if started is not None else 0,
@@ -122,6 +124,7 @@ class GenaiEngine:
             )
             self.draft_tokens += stats.drafted
             self.accepted_tokens += stats.accepted
+            self.moved_requests += stats.moved
             self.prefill_pieces += stats.pieces
             if self._on_step is not None:
                 self._on_step(stats.step_s)

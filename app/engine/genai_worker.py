@@ -56,16 +56,26 @@ class Speculation:
     """Speculative decoding: candidate tokens from n-grams of the prompt (prompt lookup) or
     from a draft model, verified by the model in one pass, so greedy output is the plain
     decoder's token for token and sampled output keeps its distribution (genai verifies
-    by rejection). It pays while the engine has compute to spare and costs when the batch
-    is full, so a request that arrives while more than `busy_at` sequences run drafts one
-    token, not `num_assistant_tokens` (genai's speculative pipelines take no request that
-    drafts none)."""
+    by rejection).
+
+    It pays while the engine has compute to spare and costs when the batch is full, and
+    genai fixes a request's drafting when the request is added (its speculative pipeline
+    takes no request that drafts nothing, and is slower per step than the plain one even
+    when nothing is drafted). So the engine runs both pipelines: speculation is on while
+    the batch is small, or while the candidates of those speculating are mostly accepted;
+    once more than `busy_at` sequences run and they are not, every speculating request
+    moves to the plain pipeline, where the rest of the batch then joins it."""
 
     mode: Literal["prompt-lookup", "draft"]
     num_assistant_tokens: int
     max_ngram_size: int
     busy_at: int
     draft_model: str | None = None
+    min_acceptance: float = 0.5
+
+    # Decoding steps a request drafts before its acceptance is judged: a reply that
+    # copies often opens with a few words of its own.
+    JUDGED_AFTER = 8
 
     def drafted(self, running: int, step_budget: int) -> int:
         """Candidates a request arriving now drafts: all of them while the batch has room,
@@ -75,6 +85,15 @@ class Speculation:
             return 1
         share = step_budget // (running + 1) - 1
         return max(1, min(self.num_assistant_tokens, share))
+
+    @staticmethod
+    def suits(params: SamplingParams) -> bool:
+        """Whether a request may speculate. One that speculates may have to move to the
+        plain pipeline, re-added as its prompt plus what it generated; a grammar's state
+        and the penalties counted over generated tokens alone would not survive that."""
+        return (
+            params.grammar is None and not params.presence_penalty and not params.frequency_penalty
+        )
 
 
 @dataclass(frozen=True)
@@ -115,6 +134,7 @@ class WorkerConfig:
                 max_ngram_size=settings.max_ngram_size,
                 busy_at=settings.speculation_busy_at,
                 draft_model=str(settings.draft_model) if settings.draft_model else None,
+                min_acceptance=settings.speculation_min_acceptance,
             ),
             prefill_pace=settings.prefill_pace_tokens,
             log_level=settings.log_level,
@@ -283,6 +303,11 @@ class _Request:
     sampled: bool = False
     faults: int = 0  # faults it was held during that no single culprit explained
     drafted: int = 0  # candidate tokens it drafts a step, with speculative decoding
+    pipe: Any = None  # the pipeline its handle (or its prompt's pieces) is in
+    proposed: int = 0  # candidates it drafted while decoding, and those accepted
+    taken: int = 0
+    judged: int = 0  # decoding steps counted in `proposed`
+    frugal: bool = False  # drafts one candidate a step from now on
 
     @property
     def unproven(self) -> bool:
@@ -303,6 +328,7 @@ class _PieceRun:
     request: _Request
     upto: int
     handle: Any
+    pipe: Any
 
 
 def kv_capacity_tokens(cfg: WorkerConfig) -> int:
@@ -375,13 +401,17 @@ class _Worker:
         speculation: Speculation | None = None,
         step_budget: int = 16,
         pacer: PrefillPacer[_Request] | None = None,
+        speculative: Any = None,
     ) -> None:
         import numpy as np
         import openvino as ov
 
         self._np = np
         self._ov = ov
-        self.pipe = pipe
+        self.pipe = pipe  # plain decoding
+        self.speculative = speculative  # genai's speculative pipeline, with speculation on
+        # Pipelines holding cancelled sequences: genai frees their blocks in its next step.
+        self.untidy: dict[int, Any] = {}
         self.out = out
         self.requests: dict[int, _Request] = {}
         # Suspects of a grammar fault that could not be told apart: re-added one at a
@@ -392,6 +422,7 @@ class _Worker:
         self.outbox: list[FromEngine] = []
         self.genai_ids = itertools.count(1)  # a replay needs a fresh id: genai keys state by it
         self.faults = 0
+        self.moved = 0  # moves to the plain pipeline not yet reported in a step's stats
         self.speculation = speculation
         self.step_budget = step_budget
         self.pacer = pacer
@@ -406,23 +437,120 @@ class _Worker:
         prompt, params = request.resumable()
         tensor = self._ov.Tensor(self._np.asarray([prompt], dtype=self._np.int64))
         config = generation_config(params)
-        if self.speculation is not None:
-            request.drafted = self.speculation.drafted(len(self.requests), self.step_budget)
+        pipe = request.pipe if request.pipe is not None else self.route(request)
+        request.drafted = 0
+        if pipe is self.speculative and self.speculation is not None:
+            request.drafted = (
+                1
+                if request.frugal
+                else self.speculation.drafted(len(self.requests), self.step_budget)
+            )
             config.num_assistant_tokens = request.drafted
             config.max_ngram_size = self.speculation.max_ngram_size
-        request.handle = self.pipe.add_request(next(self.genai_ids), tensor, config)
+        request.handle = pipe.add_request(next(self.genai_ids), tensor, config)
+        request.pipe = pipe
         request.sampled = False
+
+    def route(self, request: _Request) -> Any:
+        """The pipeline a request starts in: the speculative one unless the plain one is
+        running anything (a batch split over both would take two steps a round), or the
+        batch is busy and those speculating have shown it does not pay."""
+        if self.speculative is None or not Speculation.suits(request.params):
+            return self.pipe
+        if any(r.pipe is self.pipe for r in self.requests.values() if r is not request):
+            return self.pipe
+        if self.crowded and self.speculation_pays() is False:
+            return self.pipe
+        return self.speculative
+
+    @property
+    def crowded(self) -> bool:
+        assert self.speculation is not None
+        return len(self.requests) > self.speculation.busy_at
+
+    def speculation_pays(self) -> bool | None:
+        """Whether the speculating requests that have been judged see enough of their
+        candidates accepted; None while none has been."""
+        assert self.speculation is not None
+        judged = [
+            r
+            for r in self.requests.values()
+            if r.pipe is self.speculative and r.judged >= Speculation.JUDGED_AFTER
+        ]
+        proposed = sum(r.proposed for r in judged)
+        if not proposed:
+            return None
+        return sum(r.taken for r in judged) >= self.speculation.min_acceptance * proposed
+
+    def rebalance(self) -> None:
+        """After a step: speculation off where it stopped paying (see Speculation)."""
+        if self.speculative is None or self.speculation is None:
+            return
+        speculating = [
+            r
+            for r in self.requests.values()
+            if r.pipe is self.speculative and r.handle is not None and not r.replaying
+        ]
+        if not speculating:
+            return
+        # At low load a request whose candidates fail keeps drafting: it costs a few
+        # percent (docs/BENCHMARKS.md), and a re-added request's context is re-read in a
+        # multi-token pass, whose numerics would make its greedy output differ from plain
+        # decoding's where the model nearly ties.
+        if not self.crowded or self.speculation_pays() is not False:
+            return
+        for request in speculating:
+            # Re-read in the plain pipeline, a long context would stall the batch for more
+            # than the steps it saves; it finishes where it is, drafting one token (the
+            # prefix cache holds its context's full blocks: only the rest is read again).
+            if len(request.prompt_ids) + len(request.delivered) <= 2 * self.step_budget:
+                self.moved += self.move(request, self.pipe)
+            elif not request.frugal:
+                request.frugal = True
+                self.move(request, self.speculative)
+
+    def move(self, request: _Request, pipe: Any) -> bool:
+        """Re-adds a running request in `pipe`, as its prompt plus what it generated."""
+        if len(request.delivered) >= request.params.max_new_tokens:
+            return False  # its last token is out; genai ends it in its next step
+        logger.debug(
+            "Request %d re-added %s after %d tokens (%d of %d candidates accepted)",
+            request.rid,
+            "decoding plainly" if pipe is self.pipe else "drafting one token",
+            len(request.delivered),
+            request.taken,
+            request.proposed,
+        )
+        self.release(request)
+        request.pipe = pipe
+        try:
+            self.add(request)
+        except Exception as exc:
+            self.fail(request, f"the request could not be moved: {_last_line(exc)}")
+            return False
+        return True
+
+    def release(self, request: _Request) -> None:
+        if request.handle is not None:
+            request.handle.cancel()
+            request.handle = None
+            self.untidy[id(request.pipe)] = request.pipe
 
     def add_piece(self, request: _Request, upto: int) -> None:
         """A request for prompt[:upto] that samples one token greedily and ends, so that
-        its KV blocks stay in the prefix cache for the request itself (app/engine/pacing)."""
+        its KV blocks stay in the prefix cache for the request itself (app/engine/pacing),
+        in the pipeline it is routed to when its first piece goes in. (The pacer's ledger
+        counts the blocks of both pipelines' caches as one cache's: it evicts sooner than
+        either does, never later.)"""
         ids = self._np.asarray([request.prompt_ids[:upto]], dtype=self._np.int64)
         config = generation_config(SamplingParams(max_new_tokens=1, temperature=0.0))
-        if self.speculation is not None:
+        if request.pipe is None:
+            request.pipe = self.route(request)
+        if request.pipe is self.speculative and self.speculation is not None:
             config.num_assistant_tokens = 1
             config.max_ngram_size = self.speculation.max_ngram_size
-        handle = self.pipe.add_request(next(self.genai_ids), self._ov.Tensor(ids), config)
-        self.pieces[request.rid] = _PieceRun(request, upto, handle)
+        handle = request.pipe.add_request(next(self.genai_ids), self._ov.Tensor(ids), config)
+        self.pieces[request.rid] = _PieceRun(request, upto, handle, request.pipe)
 
     def feed(self) -> None:
         """What the pacer lets into the engine before the next step."""
@@ -447,6 +575,7 @@ class _Worker:
             status = run.handle.get_status().name
             if cancel and status == "RUNNING":
                 run.handle.cancel()
+                self.untidy[id(run.pipe)] = run.pipe
             elif status == "RUNNING":
                 continue
             del self.pieces[rid]
@@ -456,9 +585,7 @@ class _Worker:
     def fail(self, request: _Request, message: str, rejected: bool = False) -> None:
         self.requests.pop(request.rid, None)
         self.forget(request)
-        if request.handle is not None:
-            request.handle.cancel()
-            request.handle = None
+        self.release(request)
         if request in self.probation:
             self.probation.remove(request)
         self.outbox.append(RequestFailed(request.rid, message, rejected))
@@ -470,19 +597,21 @@ class _Worker:
         run = self.pieces.pop(request.rid, None)
         if run is not None:
             run.handle.cancel()
+            self.untidy[id(run.pipe)] = run.pipe
 
     def handle_message(self, message: ToEngine) -> bool:
         """False when the engine must stop."""
         if isinstance(message, StopEngine):
-            held = [r.handle for r in self.requests.values() if r.handle is not None]
-            held += [run.handle for run in self.pieces.values()]
-            for handle in held:
-                handle.cancel()
-            if held:
-                # genai frees a cancelled sequence's blocks in its next step; without one,
-                # its teardown reports every such block as leaked (once a layer with the
-                # window cache).
-                self.pipe.step()
+            for request in self.requests.values():
+                self.release(request)
+            for run in self.pieces.values():
+                run.handle.cancel()
+                self.untidy[id(run.pipe)] = run.pipe
+            # genai frees a cancelled sequence's blocks in its next step; without one, its
+            # teardown reports every such block as leaked (once a layer with the window
+            # cache).
+            for pipe in self.untidy.values():
+                pipe.step()
             return False
         if isinstance(message, AddRequest):
             request = _Request(message.rid, message.prompt_ids, message.params)
@@ -500,8 +629,7 @@ class _Worker:
             cancelled = self.requests.pop(message.rid, None)
             if cancelled is not None:
                 self.forget(cancelled)
-                if cancelled.handle is not None:
-                    cancelled.handle.cancel()
+                self.release(cancelled)
                 if cancelled in self.probation:
                     self.probation.remove(cancelled)
         return True
@@ -523,21 +651,32 @@ class _Worker:
 
     def step(self) -> None:
         pieces = len(self.pieces)
-        try:
-            started = time.perf_counter()
-            self.pipe.step()
-            step_s = time.perf_counter() - started
-        except Exception as exc:
-            self.recover(exc)
-            return
+        started = time.perf_counter()
+        for pipe in self.busy_pipes():
+            try:
+                pipe.step()
+            except Exception as exc:
+                self.recover(exc, pipe)
+                return
+            self.untidy.pop(id(pipe), None)
+        step_s = time.perf_counter() - started
         self.faults = 0
         self.end_pieces(cancel=False)
         self.collect(step_s, pieces)
+        self.rebalance()
+
+    def busy_pipes(self) -> list[Any]:
+        """The pipelines holding anything to step: sequences, pieces or cancelled ones."""
+        busy = [run.pipe for run in self.pieces.values()]
+        busy += [r.pipe for r in self.requests.values() if r.handle is not None]
+        busy += self.untidy.values()
+        pipes = [self.pipe] if self.speculative is None else [self.pipe, self.speculative]
+        return [pipe for pipe in pipes if any(b is pipe for b in busy)]
 
     @property
     def stepping(self) -> bool:
         """Whether genai holds anything to step."""
-        return bool(self.pieces) or any(r.handle is not None for r in self.requests.values())
+        return bool(self.busy_pipes())
 
     def collect(self, step_s: float, pieces: int = 0) -> None:
         events: list[RequestTokens] = []
@@ -563,8 +702,12 @@ class _Worker:
                 # A decoding step gives one token of the model's own beside the candidates
                 # it accepted. Not counted: the prefill step (it drafts nothing) and the
                 # last step, whose candidates past the end are neither right nor wrong.
+                taken = min(len(tokens) - 1, request.drafted)
                 drafted += request.drafted
-                accepted += min(len(tokens) - 1, request.drafted)
+                accepted += taken
+                request.proposed += request.drafted
+                request.taken += taken
+                request.judged += 1
             if tokens:
                 request.sampled = True
             if status != "RUNNING":
@@ -579,16 +722,19 @@ class _Worker:
             if tokens or finish:
                 events.append(RequestTokens(request.rid, tokens, logprobs, finish))
         if events or pieces:
-            metrics = self.pipe.get_metrics()
+            pipes = [self.pipe] if self.speculative is None else [self.pipe, self.speculative]
+            metrics = [pipe.get_metrics() for pipe in pipes]
             stats = StepStats(
                 step_s,
-                max(0, metrics.requests - pieces),
-                max(0, metrics.scheduled_requests - pieces),
-                metrics.cache_usage,
+                max(0, sum(m.requests for m in metrics) - pieces),
+                max(0, sum(m.scheduled_requests for m in metrics) - pieces),
+                max(m.cache_usage for m in metrics),
                 drafted,
                 accepted,
+                self.moved,
                 pieces,
             )
+            self.moved = 0
             self.outbox.append(StepOutput(events, stats))
             if not self.requests:
                 self.outbox.append(RunningCount(0))
@@ -615,12 +761,12 @@ class _Worker:
             return None
         return tokens[len(expected) :], logprobs[len(expected) :]
 
-    def recover(self, exc: Exception) -> None:
-        """A step failed. Fail the request that caused it when it can be told apart, re-add
-        the others where their clients are; see MAX_FAULTS_PER_REQUEST."""
+    def recover(self, exc: Exception, pipe: Any) -> None:
+        """A step of `pipe` failed. Fail the request that caused it when it can be told
+        apart, re-add the others where their clients are; see MAX_FAULTS_PER_REQUEST."""
         reason = _last_line(exc)
         logger.error("Engine step failed: %s", reason)
-        held = [r for r in self.requests.values() if r.handle is not None]
+        held = [r for r in self.requests.values() if r.handle is not None and r.pipe is pipe]
         suspects = [r for r in held if r.unproven] if _grammar_fault(exc) else []
         self.end_pieces(cancel=True)  # the pacer feeds their requests again
         for request in held:
@@ -629,7 +775,8 @@ class _Worker:
             if len(suspects) != 1:
                 request.faults += 1  # a fault not explained by one culprit counts for all
         try:
-            self.pipe.step()  # frees what was cancelled and clears the failed iteration
+            pipe.step()  # frees what was cancelled and clears the failed iteration
+            self.untidy.pop(id(pipe), None)
         except Exception as second:
             self.give_up(f"engine step failed: {reason}; recovery failed: {_last_line(second)}")
             raise
@@ -675,7 +822,8 @@ class _Worker:
 
 
 def pipeline_properties(cfg: WorkerConfig) -> dict[str, Any]:
-    """The OpenVINO properties, and genai's speculative decoding mode when it is on."""
+    """The speculative pipeline's properties: the OpenVINO ones and genai's speculative
+    decoding mode (the plain pipeline takes cfg.properties)."""
     properties: dict[str, Any] = dict(cfg.properties)
     speculation = cfg.speculation
     if speculation is None:
@@ -688,10 +836,12 @@ def pipeline_properties(cfg: WorkerConfig) -> dict[str, Any]:
         properties["draft_model"] = ov_genai.draft_model(speculation.draft_model, cfg.device)
     logger.info(
         "Speculative decoding: %s, %d candidate tokens a step (one once more than %d "
-        "sequences run)",
+        "sequences run; in the plain pipeline once they do and less than %.0f%% of the "
+        "candidates are accepted)",
         speculation.mode,
         speculation.num_assistant_tokens,
         speculation.busy_at,
+        100 * speculation.min_acceptance,
     )
     return properties
 
@@ -700,13 +850,11 @@ def cache_blocks(pipe: Any, cfg: WorkerConfig) -> int:
     """How many KV blocks the cache holds. Counted in blocks it is exact; sized in GiB, genai
     does not say, but its usage share does: a request of one block's worth of tokens fills
     one block, 1/N of the cache. Stepping it also runs the model's first inference before
-    the server reports ready, which the first client would otherwise wait for. 0 when the
-    probe cannot run (a speculative pipeline takes no plain request)."""
+    the server reports ready, which the first client would otherwise wait for. `pipe` is
+    the plain pipeline (a speculative one takes no plain request)."""
     block = kv_block_size(cfg.device)
     if cfg.kv_cache_tokens:
         return -(-cfg.kv_cache_tokens // block)
-    if cfg.speculation is not None:
-        return 0
     import numpy as np
     import openvino as ov
     import openvino_genai as ov_genai
@@ -740,7 +888,14 @@ def run(cfg: WorkerConfig, inbox: Queue[ToEngine], out: Connection) -> None:
         window = cache_window(cfg)
         sched = scheduler_config(cfg, window)
         pipe = ov_genai.ContinuousBatchingPipeline(
-            cfg.model_path, sched, cfg.device, pipeline_properties(cfg)
+            cfg.model_path, sched, cfg.device, dict(cfg.properties)
+        )
+        speculative = (
+            None
+            if cfg.speculation is None
+            else ov_genai.ContinuousBatchingPipeline(
+                cfg.model_path, sched, cfg.device, pipeline_properties(cfg)
+            )
         )
         logger.info(
             "Model loaded once by the engine process from %s on %s in %.2f s",
@@ -754,7 +909,12 @@ def run(cfg: WorkerConfig, inbox: Queue[ToEngine], out: Connection) -> None:
     blocks = cache_blocks(pipe, cfg)
     out.send([EngineReady(cfg.device, kv_block_size(cfg.device), blocks)])
     worker = _Worker(
-        pipe, out, cfg.speculation, step_budget(cfg, window), pacer(cfg, window, blocks)
+        pipe,
+        out,
+        cfg.speculation,
+        step_budget(cfg, window),
+        pacer(cfg, window, blocks),
+        speculative,
     )
     while True:
         try:

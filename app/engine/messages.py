@@ -68,6 +68,7 @@ class StepStats:
     cache_usage_pct: float
     drafted: int = 0  # speculative decoding: candidate tokens the step verified
     accepted: int = 0  # and those the model agreed with
+    moved: int = 0  # requests moved to the plain pipeline, speculation having stopped paying
     pieces: int = 0  # prefill pacing: prompt pieces the step computed (not in the counts)
 
 

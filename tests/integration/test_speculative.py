@@ -1,10 +1,13 @@
 """Speculative decoding in the genai engine, on real servers: greedy output is the plain
 decoder's token for token (prompt lookup on the default model; a draft model that is the
-model itself), the acceptance counters move, and constrained decoding still holds."""
+model itself), also for requests moved to plain decoding once a busy batch's candidates
+fail, the acceptance counters move, and constrained decoding still holds."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from asyncio import gather
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,6 +74,17 @@ def lookup_default(server_logs: Path, default_model_dir: Path) -> Iterator[Serve
 
 
 @pytest.fixture(scope="module")
+def tiny_lookup(server_logs: Path, tiny_model_dir: Path) -> Iterator[Server]:
+    """Busy from two sequences on. The tiny model's reply is a chain of distinct tokens
+    the prompt does not hold, so lookup finds no candidate that is right."""
+    server = start_server(
+        server_logs, tiny_model_dir, "tiny-phi3", *LOOKUP, "--speculation-busy-at", "1"
+    )
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="module")
 def self_drafted(server_logs: Path, tiny_model_dir: Path) -> Iterator[Server]:
     server = start_server(
         server_logs,
@@ -93,18 +107,26 @@ def greedy(server: Server, prompt: str, max_tokens: int = 120) -> tuple[str, int
     return reply.choices[0].message.content or "", reply.usage.completion_tokens
 
 
-def counters(server: Server) -> tuple[float, float]:
+def spec_metrics(server: Server) -> dict[str, float]:
     text = httpx.get(f"{server.url}/metrics").text
-    found = {
+    return {
         s.name: s.value
         for family in text_string_to_metric_families(text)
         for s in family.samples
         if s.name.startswith("ovchat_spec_decode")
     }
+
+
+def counters(server: Server) -> tuple[float, float]:
+    found = spec_metrics(server)
     return (
         found["ovchat_spec_decode_num_draft_tokens_total"],
         found["ovchat_spec_decode_num_accepted_tokens_total"],
     )
+
+
+def moved(server: Server) -> float:
+    return spec_metrics(server)["ovchat_spec_decode_moved_requests_total"]
 
 
 @pytest.mark.parametrize("prompt", PROMPTS, ids=["copy", "free"])
@@ -133,8 +155,38 @@ def test_prompt_lookup_counts_what_it_drafted_and_what_was_accepted(lookup: Serv
     assert drafted > 0 and 0.5 * drafted < accepted <= drafted
 
 
+def test_a_busy_batch_whose_candidates_fail_moves_to_plain_decoding(
+    tiny_lookup: Server,
+) -> None:
+    """Four requests at once, more than busy_at, none of whose candidates are right: once
+    judged they move to the plain pipeline mid-reply, each re-added as its prompt and what
+    it had generated, and every reply is whole, no token lost or repeated. (The tiny
+    model's reply does not hang on near ties, as the default model's free text does under
+    any change of batch; test_speculative's other tests compare one request at a time.)"""
+    from app.modelstore.tiny_phi3 import TINY_REPLY
+
+    async def replies() -> list[str]:
+        async with httpx.AsyncClient(base_url=tiny_lookup.url, timeout=60) as client:
+            body = {"model": tiny_lookup.model, "temperature": 0, "max_tokens": 100}
+            sent = [
+                client.post(
+                    "/v1/chat/completions",
+                    json=body | {"messages": [{"role": "user", "content": f"hi {n}"}]},
+                )
+                for n in range(4)
+            ]
+            return [r.json()["choices"][0]["message"]["content"] for r in await gather(*sent)]
+
+    before = moved(tiny_lookup)
+    assert asyncio.run(replies()) == [TINY_REPLY] * 4
+    # All four, or those judged before the last arrived (it then started plainly).
+    assert moved(tiny_lookup) - before >= 2
+
+
 def test_constrained_decoding_holds_while_speculating(lookup: Server) -> None:
-    """The grammar holds every token, the verified candidates' included."""
+    """The grammar holds every token. A request with one decodes in the plain pipeline:
+    a grammar's state would not survive a move there."""
+    before = counters(lookup)
     for _ in range(3):
         reply = lookup.client().chat.completions.create(
             model=lookup.model,
@@ -148,6 +200,7 @@ def test_constrained_decoding_holds_while_speculating(lookup: Server) -> None:
         for call in made:
             assert call.function.name == "get_unit"  # type: ignore[union-attr]
             assert json.loads(call.function.arguments)["unit"] in ("celsius", "fahrenheit")  # type: ignore[union-attr]
+    assert counters(lookup) == before  # nothing drafted
 
 
 def test_a_model_drafting_for_itself_is_always_right(self_drafted: Server) -> None:

@@ -69,6 +69,7 @@ class Pipe:
         self.steps = 0
 
     def add_request(self, _: int, tensor: Any, config: Any) -> Handle:
+        assert not config.num_assistant_tokens, "a plain pipeline drafts nothing"
         handle = Handle([int(t) for t in tensor.data[0]], config)
         self.handles.append(handle)
         return handle
@@ -95,6 +96,35 @@ class Pipe:
 
     def get_metrics(self) -> Any:
         return SimpleNamespace(requests=0, scheduled_requests=0, cache_usage=0.0)
+
+
+class SpeculativePipe(Pipe):
+    """genai's speculative pipeline as the worker sees it: every request drafts, and a
+    decoding step gives the model's own token after the candidates `accepted(handle)`
+    says it took (the tokens are the model's either way: verification keeps output the
+    plain decoder's)."""
+
+    def __init__(self, accepted: Callable[[Handle], int]) -> None:
+        super().__init__(lambda handle: None)
+        self.accepted = accepted
+
+    def add_request(self, _: int, tensor: Any, config: Any) -> Handle:
+        assert config.num_assistant_tokens >= 1, "genai takes no request that drafts none"
+        handle = Handle([int(t) for t in tensor.data[0]], config)
+        self.handles.append(handle)
+        return handle
+
+    def step(self) -> None:
+        self.steps += 1
+        for handle in [h for h in self.handles if h.status == "RUNNING"]:
+            drafted = handle.config.num_assistant_tokens
+            count = 1 + (min(self.accepted(handle), drafted) if handle.generated else 0)
+            for _ in range(min(count, handle.config.max_new_tokens - len(handle.generated))):
+                token = handle.next_token()
+                handle.generated.append(token)
+                handle.unread.append(token)
+            if len(handle.generated) >= handle.config.max_new_tokens:
+                handle.status = "FINISHED"
 
 
 class Out:
@@ -349,3 +379,91 @@ def test_the_step_budget_is_large_only_where_the_pacer_runs() -> None:
     # A pace is whole KV blocks (32 tokens on CPU).
     odd = WorkerConfig.from_settings(Settings(prefill_pace_tokens=70), "/m", "CPU")
     assert pace_tokens(odd, None) == 64
+
+
+def speculating(
+    accepted: Callable[[Handle], int], busy_at: int = 2, step_budget: int = 64
+) -> tuple[Pipe, SpeculativePipe, Out, _Worker]:
+    from app.engine.genai_worker import Speculation
+
+    plain, speculative, out = Pipe(lambda handle: None), SpeculativePipe(accepted), Out()
+    speculation = Speculation("prompt-lookup", 4, 3, busy_at)
+    worker = _Worker(plain, out, speculation, step_budget, speculative=speculative)  # type: ignore[arg-type]
+    return plain, speculative, out, worker
+
+
+def moved(out: Out) -> int:
+    return sum(m.stats.moved for m in out.sent if isinstance(m, StepOutput))
+
+
+def running(pipe: Pipe) -> list[Handle]:
+    return [h for h in pipe.handles if h.status == "RUNNING"]
+
+
+def test_a_busy_batch_whose_candidates_fail_moves_to_the_plain_pipeline() -> None:
+    plain, speculative, out, worker = speculating(lambda handle: 0)
+    for rid in range(1, 5):
+        add(worker, rid, [rid, 7], 40)
+    assert len(running(speculative)) == 4 and not plain.handles  # all start speculating
+    drive(worker, 12, settle=False)
+    # Busy (4 > 2) and nothing accepted once judged: all four now decode plainly, each
+    # re-added as its prompt plus what it had generated, and the speculative pipeline has
+    # stepped once more to free them.
+    assert not running(speculative) and len(running(plain)) == 4 and moved(out) == 4
+    assert all(len(h.prompt) > 2 for h in plain.handles)
+    add(worker, 5, [5, 7], 40)  # one arriving now joins them
+    assert len(running(plain)) == 5
+    drive(worker)
+    assert outcome(out) == {rid: (alone([rid, 7], 40), "length") for rid in range(1, 6)}
+    assert not running(speculative)
+
+
+def test_a_busy_batch_whose_candidates_are_accepted_keeps_speculating() -> None:
+    plain, speculative, out, worker = speculating(lambda handle: 4)
+    for rid in range(1, 5):
+        add(worker, rid, [rid, 7], 80)
+    drive(worker)
+    assert not plain.handles and moved(out) == 0
+    assert outcome(out) == {rid: (alone([rid, 7], 80), "length") for rid in range(1, 5)}
+    # The fourth arrived with three running (busy_at 2): one candidate a step, so two
+    # tokens a step, and the batch took half the steps plain decoding would.
+    assert [h.config.num_assistant_tokens for h in speculative.handles] == [4, 4, 4, 1]
+    assert speculative.steps <= 80 // 2 + 1
+
+
+def test_at_low_load_a_request_whose_candidates_fail_is_left_alone() -> None:
+    """It costs a few percent; re-added, it would be re-read in a multi-token pass."""
+    plain, speculative, out, worker = speculating(lambda handle: 0)
+    add(worker, 1, [3, 7], 30)
+    add(worker, 2, [4, 7], 30)
+    drive(worker)
+    drafts = [h.config.num_assistant_tokens for h in speculative.handles]
+    assert drafts == [4, 4] and not plain.handles and moved(out) == 0
+    assert outcome(out) == {rid: (alone([rid + 2, 7], 30), "length") for rid in (1, 2)}
+
+
+def test_a_long_context_finishes_where_it_is_drafting_one() -> None:
+    plain, speculative, out, worker = speculating(lambda handle: 0, step_budget=8)
+    long = list(range(1, 20))  # more than two steps' budget: re-reading it would stall
+    add(worker, 1, long, 30)
+    for rid in range(2, 5):
+        add(worker, rid, [rid], 30)
+    drive(worker)
+    assert [
+        h.config.num_assistant_tokens for h in speculative.handles if h.prompt[:19] == long
+    ] == [4, 1]
+    assert len(plain.handles) == 3 and moved(out) == 3
+    assert outcome(out)[1] == (alone(long, 30), "length")
+
+
+def test_requests_that_could_not_move_never_speculate() -> None:
+    plain, speculative, out, worker = speculating(lambda handle: 4)
+    add(worker, 1, [2, 7], 10, GRAMMAR)  # a grammar's state is not carried over
+    penalised = SamplingParams(max_new_tokens=10, temperature=0, presence_penalty=0.5)
+    worker.handle_message(AddRequest(2, [3, 7], penalised))
+    assert len(plain.handles) == 2 and not speculative.handles
+    add(worker, 3, [4, 7], 10)  # the plain pipeline is running: no split batch
+    assert len(plain.handles) == 3
+    drive(worker)
+    assert not speculative.handles
+    assert outcome(out)[3] == (alone([4, 7], 10), "length")
