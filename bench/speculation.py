@@ -1,12 +1,15 @@
 """Speculative decoding against plain decoding, on the same machine in the same minutes:
-two ovchat servers on the default model, one with `--speculative-decoding prompt-lookup`,
-both up at once, at 1 and 8 streams, on a copy-heavy workload (repeat this code) and on
-free generation, in interleaved rounds (order reversed every round).
+ovchat servers on the default model, with and without `--speculative-decoding
+prompt-lookup`, and llama.cpp's llama-server on the GGUF the model is made from (one
+stream, `--parallel 1`: its best configuration there), all up at once, at 1 and 8
+streams, on a copy-heavy workload (repeat this text) and on free generation, in
+interleaved rounds (order reversed every round).
 
     .venv/bin/python bench/speculation.py --rounds 3
 
 writes its table into docs/BENCHMARKS.md (between the speculation markers) and prints it;
-the acceptance rate is read from each run's /metrics counters."""
+the acceptance rate and the requests moved off speculation are read from each run's
+/metrics counters. llama-server needs `make bench-llamacpp`; without it, it is left out."""
 
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from bench.loadgen import http_stream, run_level  # noqa: E402
 from bench.report import write_between  # noqa: E402
 from bench.run import DOC, OUT_TOKENS, RESULTS, free_port, ovchat_cmd, server  # noqa: E402
+from bench.servers import EXTRA, LLAMA_BIN, llama_server_cmd, ready_url  # noqa: E402
 from bench.texts import DOCUMENT  # noqa: E402
 
 LEVELS = (1, 8)
@@ -50,18 +54,24 @@ CONTENDERS = {
 }
 
 
-def counters(url: str) -> tuple[float, float]:
-    drafted = accepted = 0.0
+LLAMA = "llama-server"
+
+
+def counters(url: str) -> tuple[float, float, float]:
+    """Candidates drafted, those accepted, requests moved off speculation."""
+    found: dict[str, float] = {}
     for line in httpx.get(f"{url}/metrics").text.splitlines():
-        if line.startswith("ovchat_spec_decode_num_draft_tokens_total"):
-            drafted = float(line.rsplit(" ", 1)[1])
-        elif line.startswith("ovchat_spec_decode_num_accepted_tokens_total"):
-            accepted = float(line.rsplit(" ", 1)[1])
-    return drafted, accepted
+        if line.startswith("ovchat_spec_decode_"):
+            found[line.split("{")[0].split(" ")[0]] = float(line.rsplit(" ", 1)[1])
+
+    def total(what: str) -> float:
+        return found.get(f"ovchat_spec_decode_{what}_total", 0.0)
+
+    return total("num_draft_tokens"), total("num_accepted_tokens"), total("moved_requests")
 
 
 async def rounds(urls: dict[str, str], count: int) -> dict[str, Any]:
-    streams = {name: http_stream(url, "bench") for name, url in urls.items()}
+    streams = {name: http_stream(url, "bench", extra=EXTRA.get(name)) for name, url in urls.items()}
     for stream in streams.values():
         async for _ in stream("warm up", 8):
             pass
@@ -69,19 +79,25 @@ async def rounds(urls: dict[str, str], count: int) -> dict[str, Any]:
     keys = [(work, level) for work in WORKLOADS for level in LEVELS]
     tok: dict[str, dict[Any, list[float]]] = {n: {k: [] for k in keys} for n in names}
     accepted: dict[str, list[float]] = {work: [] for work in WORKLOADS}
+    moved: dict[Any, list[float]] = {k: [] for k in keys}
     for round_ in range(count):
         order = names if round_ % 2 == 0 else names[::-1]
         for work, level in keys:
             for name in order:
-                before = counters(urls[name])
+                if name == LLAMA and level > 1:
+                    continue  # one stream: llama-server's best is `--parallel 1` there
+                ours = name != LLAMA
+                before = counters(urls[name]) if ours else (0.0, 0.0, 0.0)
                 result = await run_level(
                     name, streams[name], work, WORKLOADS[work], level, 2 * level, OUT_TOKENS
                 )
-                after = counters(urls[name])
+                after = counters(urls[name]) if ours else (0.0, 0.0, 0.0)
                 tok[name][(work, level)].append(result.output_tok_per_s)
                 drafted = after[0] - before[0]
-                if name == "prompt-lookup" and drafted:
-                    accepted[work].append((after[1] - before[1]) / drafted)
+                if name == "prompt-lookup":
+                    moved[(work, level)].append(after[2] - before[2])
+                    if drafted:
+                        accepted[work].append((after[1] - before[1]) / drafted)
                 print(
                     json.dumps(
                         {
@@ -94,11 +110,18 @@ async def rounds(urls: dict[str, str], count: int) -> dict[str, Any]:
                     ),
                     flush=True,
                 )
-    return {"tok_s": tok, "accepted": accepted}
+    return {"tok_s": tok, "accepted": accepted, "moved": moved}
 
 
-def report(data: dict[str, Any], command: str, count: int) -> str:
+def report(data: dict[str, Any], command: str, count: int, llama_cmd: str = "") -> str:
     tok = data["tok_s"]
+    llama = (
+        "llama-server on the GGUF the int4 model is made from, one stream, `--parallel 1` "
+        "(its best configuration there; llama.cpp has no prompt-lookup mode in its server "
+        "at this version)"
+        if llama_cmd
+        else "no llama-server (not built: `make bench-llamacpp`)"
+    )
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         START,
@@ -106,16 +129,19 @@ def report(data: dict[str, Any], command: str, count: int) -> str:
         "",
         f"Measured {date} with `{command}`: four ovchat servers on the default model, "
         "all up at once: plain and `--speculative-decoding prompt-lookup` (5 candidates a "
-        "step, one for requests arriving while more than 4 sequences run, never more than a "
-        "share of the step budget), with the defaults and with dynamic quantization off "
-        "(the pair whose greedy output is equal token for token on any text); "
-        f"{count} interleaved rounds, {OUT_TOKENS} streamed tokens a request, greedy. Copy: "
-        "the model asked to repeat a 180-token text; free: a story. Ratios are medians of "
-        "the per-round ratios.",
+        "step, one for requests arriving while more than 4 sequences run; once more than "
+        "4 run and under half the candidates are accepted, the speculating requests move "
+        "to the plain pipeline), with the defaults and with dynamic quantization off "
+        "(the pair whose greedy output is equal token for token on any text), and "
+        f"{llama}; {count} interleaved rounds, {OUT_TOKENS} streamed tokens a request "
+        "(eos ignored), greedy. Copy: the model asked to repeat a 180-token text; free: a "
+        "story; each level sends twice as many requests as streams. Ratios are medians of "
+        "the per-round ratios; moved: requests moved off speculation per run (median).",
         "",
-        "| workload | streams | plain tok/s | lookup tok/s | lookup / plain "
-        "| plain, no DQ | lookup, no DQ | lookup / plain, no DQ |",
-        "|---|---|---|---|---|---|---|---|",
+        "| workload | streams | plain tok/s | lookup tok/s | lookup / plain | moved "
+        "| plain, no DQ | lookup, no DQ | lookup / plain, no DQ "
+        "| llama-server tok/s | lookup / llama-server |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def ratio(a: list[float], b: list[float]) -> float:
@@ -123,21 +149,32 @@ def report(data: dict[str, Any], command: str, count: int) -> str:
 
     for work in WORKLOADS:
         for level in LEVELS:
-            plain, lookup = tok["plain"][(work, level)], tok["prompt-lookup"][(work, level)]
-            bare = tok["plain, no DQ"][(work, level)]
-            bare_lookup = tok["prompt-lookup, no DQ"][(work, level)]
+            key = (work, level)
+            plain, lookup = tok["plain"][key], tok["prompt-lookup"][key]
+            bare = tok["plain, no DQ"][key]
+            bare_lookup = tok["prompt-lookup, no DQ"][key]
+            peer = tok.get(LLAMA, {}).get(key) or []
+            versus = (
+                f"| {statistics.median(peer):.1f} | {ratio(lookup, peer):.2f} |"
+                if peer
+                else "| | |"
+            )
             lines.append(
                 f"| {work} | {level} | {statistics.median(plain):.1f} "
                 f"| {statistics.median(lookup):.1f} | {ratio(lookup, plain):.2f} "
+                f"| {statistics.median(data['moved'][key]):.0f} "
                 f"| {statistics.median(bare):.1f} | {statistics.median(bare_lookup):.1f} "
-                f"| {ratio(bare_lookup, bare):.2f} |"
+                f"| {ratio(bare_lookup, bare):.2f} {versus}"
             )
     rates = ", ".join(
         f"{work} {statistics.median(values):.0%}"
         for work, values in data["accepted"].items()
         if values
     )
-    lines += ["", f"Candidates accepted (median per run): {rates}.", END]
+    lines += ["", f"Candidates accepted (median per run): {rates}."]
+    if llama_cmd:
+        lines += ["", f"llama-server as started: `{llama_cmd}`."]
+    lines.append(END)
     return "\n".join(lines)
 
 
@@ -148,8 +185,14 @@ def write(section: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--llama-threads",
+        type=int,
+        default=1,
+        help="llama-server's --threads (1 was its best for one stream in the peers run)",
+    )
     args = parser.parse_args()
-    from app.modelstore import store
+    from app.modelstore import smollm2, store
 
     model = store.model_dir(ROOT / "model_store", store.DEFAULT_MODEL)
     logs = RESULTS / "logs"
@@ -166,9 +209,21 @@ def main() -> int:
                     logs / f"speculation-{name}.log",
                 )
             )
+        llama_cmd: list[str] = []
+        binary = LLAMA_BIN / "llama-server"
+        if binary.exists():
+            port = free_port()
+            urls[LLAMA] = f"http://127.0.0.1:{port}"
+            llama_cmd = llama_server_cmd(
+                binary, str(smollm2.gguf_path()), port, parallel=1, threads=args.llama_threads
+            )
+            stack.enter_context(
+                server(llama_cmd, ready_url(LLAMA, urls[LLAMA]), logs / "speculation-llama.log")
+            )
         data = asyncio.run(rounds(urls, args.rounds))
     command = "python bench/speculation.py " + " ".join(sys.argv[1:])
-    section = report(data, command.strip(), args.rounds)
+    shown = " ".join(str(part).replace(str(ROOT) + "/", "") for part in llama_cmd)
+    section = report(data, command.strip(), args.rounds, shown)
     write(section)
     print(section)
     return 0
