@@ -35,7 +35,6 @@ from bench.servers import EXTRA, LLAMA_BIN, llama_server_cmd, ready_url  # noqa:
 from bench.texts import DOCUMENT  # noqa: E402
 
 LEVELS = (1, 8)
-START, END = "<!-- speculation:start -->", "<!-- speculation:end -->"
 WORKLOADS = {
     "copy": "Repeat the following text exactly:\n\n" + DOCUMENT,
     "free": "Write a story about a lighthouse keeper.",
@@ -110,11 +109,40 @@ async def rounds(urls: dict[str, str], count: int) -> dict[str, Any]:
                     ),
                     flush=True,
                 )
-    return {"tok_s": tok, "accepted": accepted, "moved": moved}
+    memory = {name: engine_memory(url) for name, url in urls.items() if name != LLAMA}
+    return {"tok_s": tok, "accepted": accepted, "moved": moved, "memory": memory}
 
 
-def report(data: dict[str, Any], command: str, count: int, llama_cmd: str = "") -> str:
+def engine_memory(url: str) -> float:
+    """The engine process's resident memory (ovchat_model_memory_bytes), in MB."""
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith("ovchat_model_memory_bytes"):
+            return float(line.rsplit(" ", 1)[1]) / 1e6
+    return 0.0
+
+
+def markers(model: str) -> tuple[str, str]:
+    """The doc section a model's run writes: the default model's, or one of its own."""
+    from app.modelstore import store
+
+    tag = "speculation" if model == store.DEFAULT_MODEL else f"speculation-{model}"
+    return f"<!-- {tag}:start -->", f"<!-- {tag}:end -->"
+
+
+def gguf(model: str) -> str:
+    """The GGUF the model's export is made from: what llama-server serves."""
+    from app.modelstore import qwen_coder, smollm2
+
+    if model == qwen_coder.NAME:
+        return str(qwen_coder.gguf_file(ROOT / "model_store"))
+    return str(smollm2.gguf_path())
+
+
+def report(data: dict[str, Any], command: str, count: int, model: str, llama_cmd: str = "") -> str:
+    start, end = markers(model)
     tok = data["tok_s"]
+    names = ["plain", "prompt-lookup", "plain, no DQ", "prompt-lookup, no DQ"]
+    exact = all(name in tok for name in names[2:])
     llama = (
         "llama-server on the GGUF the int4 model is made from, one stream, `--parallel 1` "
         "(its best configuration there; llama.cpp has no prompt-lookup mode in its server "
@@ -123,25 +151,30 @@ def report(data: dict[str, Any], command: str, count: int, llama_cmd: str = "") 
         else "no llama-server (not built: `make bench-llamacpp`)"
     )
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    pairs = (
+        "with the defaults and with dynamic quantization off (the pair whose greedy "
+        "output is equal token for token on any text)"
+        if exact
+        else "with the defaults"
+    )
     lines = [
-        START,
-        "## Speculative decoding (prompt lookup) against plain decoding",
+        start,
+        f"## Speculative decoding (prompt lookup) against plain decoding: {model}",
         "",
-        f"Measured {date} with `{command}`: four ovchat servers on the default model, "
+        f"Measured {date} with `{command}`: {2 + 2 * exact} ovchat servers on {model}, "
         "all up at once: plain and `--speculative-decoding prompt-lookup` (5 candidates a "
         "step, one for requests arriving while more than 4 sequences run; once more than "
         "4 run and under half the candidates are accepted, the speculating requests move "
-        "to the plain pipeline), with the defaults and with dynamic quantization off "
-        "(the pair whose greedy output is equal token for token on any text), and "
+        f"to the plain pipeline), {pairs}, and "
         f"{llama}; {count} interleaved rounds, {OUT_TOKENS} streamed tokens a request "
         "(eos ignored), greedy. Copy: the model asked to repeat a 180-token text; free: a "
         "story; each level sends twice as many requests as streams. Ratios are medians of "
         "the per-round ratios; moved: requests moved off speculation per run (median).",
         "",
         "| workload | streams | plain tok/s | lookup tok/s | lookup / plain | moved "
-        "| plain, no DQ | lookup, no DQ | lookup / plain, no DQ "
-        "| llama-server tok/s | lookup / llama-server |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        + ("| plain, no DQ | lookup, no DQ | lookup / plain, no DQ " if exact else "")
+        + "| llama-server tok/s | lookup / llama-server |",
+        "|---" * (8 + 3 * exact) + "|",
     ]
 
     def ratio(a: list[float], b: list[float]) -> float:
@@ -151,35 +184,42 @@ def report(data: dict[str, Any], command: str, count: int, llama_cmd: str = "") 
         for level in LEVELS:
             key = (work, level)
             plain, lookup = tok["plain"][key], tok["prompt-lookup"][key]
-            bare = tok["plain, no DQ"][key]
-            bare_lookup = tok["prompt-lookup, no DQ"][key]
             peer = tok.get(LLAMA, {}).get(key) or []
             versus = (
                 f"| {statistics.median(peer):.1f} | {ratio(lookup, peer):.2f} |"
                 if peer
                 else "| | |"
             )
-            lines.append(
+            row = (
                 f"| {work} | {level} | {statistics.median(plain):.1f} "
                 f"| {statistics.median(lookup):.1f} | {ratio(lookup, plain):.2f} "
                 f"| {statistics.median(data['moved'][key]):.0f} "
-                f"| {statistics.median(bare):.1f} | {statistics.median(bare_lookup):.1f} "
-                f"| {ratio(bare_lookup, bare):.2f} {versus}"
             )
+            if exact:
+                bare = tok["plain, no DQ"][key]
+                bare_lookup = tok["prompt-lookup, no DQ"][key]
+                row += (
+                    f"| {statistics.median(bare):.1f} | {statistics.median(bare_lookup):.1f} "
+                    f"| {ratio(bare_lookup, bare):.2f} "
+                )
+            lines.append(row + versus)
     rates = ", ".join(
         f"{work} {statistics.median(values):.0%}"
         for work, values in data["accepted"].items()
         if values
     )
     lines += ["", f"Candidates accepted (median per run): {rates}."]
+    memory = data.get("memory", {})
+    if memory.get("plain") and memory.get("prompt-lookup"):
+        lines.append(
+            f"Engine process memory after the run: plain {memory['plain']:.0f} MB, "
+            f"prompt lookup {memory['prompt-lookup']:.0f} MB (its second pipeline holds "
+            "another copy of the weights)."
+        )
     if llama_cmd:
         lines += ["", f"llama-server as started: `{llama_cmd}`."]
-    lines.append(END)
+    lines.append(end)
     return "\n".join(lines)
-
-
-def write(section: str) -> None:
-    write_between(DOC, START, END, section)
 
 
 def main() -> int:
@@ -191,22 +231,36 @@ def main() -> int:
         default=1,
         help="llama-server's --threads (1 was its best for one stream in the peers run)",
     )
+    parser.add_argument(
+        "--model", default=None, help="a model of the store (default: the default model)"
+    )
+    parser.add_argument(
+        "--no-exact-pair",
+        action="store_true",
+        help="leave out the pair without dynamic quantization (a big model's run is long)",
+    )
     args = parser.parse_args()
-    from app.modelstore import smollm2, store
+    from app.modelstore import store
 
-    model = store.model_dir(ROOT / "model_store", store.DEFAULT_MODEL)
+    name = args.model or store.DEFAULT_MODEL
+    model = store.model_dir(ROOT / "model_store", name)
+    contenders = {
+        who: flags
+        for who, flags in CONTENDERS.items()
+        if not (args.no_exact_pair and "no DQ" in who)
+    }
     logs = RESULTS / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     urls = {}
     with ExitStack() as stack:
-        for name, extra in CONTENDERS.items():
+        for who, extra in contenders.items():
             port = free_port()
-            urls[name] = f"http://127.0.0.1:{port}"
+            urls[who] = f"http://127.0.0.1:{port}"
             stack.enter_context(
                 server(
                     ovchat_cmd(model, port, *extra),
-                    f"{urls[name]}/health",
-                    logs / f"speculation-{name}.log",
+                    f"{urls[who]}/health",
+                    logs / f"speculation-{who}.log",
                 )
             )
         llama_cmd: list[str] = []
@@ -215,7 +269,7 @@ def main() -> int:
             port = free_port()
             urls[LLAMA] = f"http://127.0.0.1:{port}"
             llama_cmd = llama_server_cmd(
-                binary, str(smollm2.gguf_path()), port, parallel=1, threads=args.llama_threads
+                binary, gguf(name), port, parallel=1, threads=args.llama_threads
             )
             stack.enter_context(
                 server(llama_cmd, ready_url(LLAMA, urls[LLAMA]), logs / "speculation-llama.log")
@@ -223,8 +277,9 @@ def main() -> int:
         data = asyncio.run(rounds(urls, args.rounds))
     command = "python bench/speculation.py " + " ".join(sys.argv[1:])
     shown = " ".join(str(part).replace(str(ROOT) + "/", "") for part in llama_cmd)
-    section = report(data, command.strip(), args.rounds, shown)
-    write(section)
+    section = report(data, command.strip(), args.rounds, name, shown)
+    # A model's own section goes after the default model's.
+    write_between(DOC, *markers(name), section, before="<!-- export-profiles:start -->")
     print(section)
     return 0
 
