@@ -95,7 +95,7 @@ browser:
 # The whole suite on the locked environment (a .venv that drifted from the lock says how).
 test: lint model-tiny model browser postgres
 	$(BIN)/python -m app.lockfile check
-	$(BIN)/pytest -q -ra tests
+	$(BIN)/pytest -q -ra --durations=15 tests
 
 # Not part of `make test` (building the model would take most of its budget): the tests on
 # the real 1.5B model, built first if missing.
