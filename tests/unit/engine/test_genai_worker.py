@@ -104,8 +104,12 @@ class SpeculativePipe(Pipe):
     says it took (the tokens are the model's either way: verification keeps output the
     plain decoder's)."""
 
-    def __init__(self, accepted: Callable[[Handle], int]) -> None:
-        super().__init__(lambda handle: None)
+    def __init__(
+        self,
+        accepted: Callable[[Handle], int],
+        fault: Callable[[Handle], str | None] = lambda handle: None,
+    ) -> None:
+        super().__init__(fault)
         self.accepted = accepted
 
     def add_request(self, _: int, tensor: Any, config: Any) -> Handle:
@@ -116,7 +120,18 @@ class SpeculativePipe(Pipe):
 
     def step(self) -> None:
         self.steps += 1
-        for handle in [h for h in self.handles if h.status == "RUNNING"]:
+        live = [h for h in self.handles if h.status == "RUNNING"]
+        if self.broken:
+            if live:
+                raise RuntimeError("Internal error: already in scheduling phase")
+            self.broken = False
+            return
+        for handle in live:
+            message = self.fault(handle)
+            if message is not None:
+                self.broken = True
+                raise RuntimeError(message)
+        for handle in live:
             drafted = handle.config.num_assistant_tokens
             count = 1 + (min(self.accepted(handle), drafted) if handle.generated else 0)
             for _ in range(min(count, handle.config.max_new_tokens - len(handle.generated))):
@@ -467,3 +482,29 @@ def test_requests_that_could_not_move_never_speculate() -> None:
     drive(worker)
     assert not speculative.handles
     assert outcome(out)[3] == (alone([4, 7], 10), "length")
+
+
+def test_a_fault_in_one_pipeline_re_adds_only_its_requests() -> None:
+    from app.engine.genai_worker import Speculation
+
+    faults = iter([True])
+    long = list(range(1, 20))
+
+    def fault(handle: Handle) -> str | None:
+        late = handle.prompt[:19] == long and len(handle.generated) >= 5 and bool(plain.handles)
+        return "device lost" if late and next(faults, False) else None
+
+    plain, speculative, out = Pipe(lambda handle: None), SpeculativePipe(lambda h: 0, fault), Out()
+    worker = _Worker(plain, out, Speculation("prompt-lookup", 4, 3, 2), 8, speculative=speculative)  # type: ignore[arg-type]
+    add(worker, 1, long, 30)
+    for rid in range(2, 5):
+        add(worker, rid, [rid], 30)
+    drive(worker)
+    # The three short ones had moved to the plain pipeline, the long one stayed; the
+    # fault in the speculative pipeline re-added it alone, there.
+    (fault_message,) = [m for m in out.sent if isinstance(m, StepFault)]
+    assert fault_message.resumed == [1] and fault_message.failed == []
+    assert len(plain.handles) == 3
+    assert outcome(out) == {1: (alone(long, 30), "length")} | {
+        rid: (alone([rid], 30), "length") for rid in range(2, 5)
+    }
