@@ -269,7 +269,7 @@ class Settings(BaseSettings):
         ge=0,
         le=1,
         description="Share of their candidates the speculating requests must see accepted "
-        "(each judged after its first 8 decoding steps) for speculation to stay on once "
+        "(each judged after its first 4 decoding steps) for speculation to stay on once "
         "more than speculation_busy_at sequences run; below it they move to the plain "
         "pipeline.",
     )
