@@ -425,6 +425,9 @@ class _Worker:
         self.genai_ids = itertools.count(1)  # a replay needs a fresh id: genai keys state by it
         self.faults = 0
         self.moved = 0  # moves to the plain pipeline not yet reported in a step's stats
+        # Acceptance of the requests that last left the speculative pipeline, judged (a
+        # running average, halving the weight of the past at each).
+        self.recent_acceptance: float | None = None
         self.speculation = speculation
         self.step_budget = step_budget
         self.pacer = pacer
@@ -454,16 +457,34 @@ class _Worker:
         request.sampled = False
 
     def route(self, request: _Request) -> Any:
-        """The pipeline a request starts in: the speculative one unless the plain one is
-        running anything (a batch split over both would take two steps a round), or the
-        batch is busy and those speculating have shown it does not pay."""
+        """The pipeline a request starts in. The one the others run in: a batch split over
+        both would take two steps a round (unless those speculating have shown that it
+        does not pay: they are about to move). With none placed yet (the first request,
+        or a burst the pacer holds), the speculative one, but for a busy batch only if
+        the requests that speculated last saw enough of their candidates accepted
+        (traffic that copies keeps copying): a busy batch that speculated without that
+        would spend its first steps verifying candidates before any request could be
+        judged, then re-read every context in the plain pipeline."""
         if self.speculative is None or not Speculation.suits(request.params):
             return self.pipe
-        if any(r.pipe is self.pipe for r in self.requests.values() if r is not request):
+        others = [r.pipe for r in self.requests.values() if r is not request]
+        if any(pipe is self.pipe for pipe in others):
             return self.pipe
-        if self.crowded and self.speculation_pays() is False:
-            return self.pipe
+        if any(pipe is self.speculative for pipe in others):
+            return self.pipe if self.speculation_pays() is False else self.speculative
+        if self.crowded:
+            assert self.speculation is not None
+            last = self.recent_acceptance
+            if last is None or last < self.speculation.min_acceptance:
+                return self.pipe
         return self.speculative
+
+    def judged(self, request: _Request) -> None:
+        """Counts a request that leaves the speculative pipeline into recent_acceptance."""
+        if request.pipe is self.speculative and request.judged >= Speculation.JUDGED_AFTER:
+            rate = request.taken / max(request.proposed, 1)
+            last = self.recent_acceptance
+            self.recent_acceptance = rate if last is None else (last + rate) / 2
 
     @property
     def crowded(self) -> bool:
@@ -523,6 +544,7 @@ class _Worker:
             request.taken,
             request.proposed,
         )
+        self.judged(request)
         self.release(request)
         request.pipe = pipe
         try:
@@ -714,6 +736,7 @@ class _Worker:
                 request.sampled = True
             if status != "RUNNING":
                 del self.requests[request.rid]
+                self.judged(request)
                 finish = finish or "length"
             if request.replaying:
                 fresh = self.replayed(request, tokens, logprobs, finish)

@@ -508,3 +508,22 @@ def test_a_fault_in_one_pipeline_re_adds_only_its_requests() -> None:
     assert outcome(out) == {1: (alone(long, 30), "length")} | {
         rid: (alone([rid], 30), "length") for rid in range(2, 5)
     }
+
+
+@pytest.mark.parametrize(("accepted", "burst_in"), [(4, "speculative"), (0, "plain")])
+def test_a_busy_burst_speculates_only_if_the_last_requests_candidates_were_accepted(
+    accepted: int, burst_in: str
+) -> None:
+    plain, speculative, out, worker = speculating(lambda handle: accepted)
+    worker.pacer = PrefillPacer(32, PrefixLedger(32, capacity=1000))  # holds a burst
+    add(worker, 1, [1, 7], 40)  # alone: it speculates whatever came before
+    drive(worker)
+    assert len(speculative.handles) == 1 and not plain.handles
+    for rid in range(2, 6):  # four at once, more than busy_at
+        add(worker, rid, [rid, 7], 12)
+    drive(worker)
+    burst = speculative.handles[1:] if burst_in == "speculative" else plain.handles
+    assert len(burst) == 4 and moved(out) == 0  # all in one pipeline, none moved
+    assert outcome(out) == {1: (alone([1, 7], 40), "length")} | {
+        rid: (alone([rid, 7], 12), "length") for rid in range(2, 6)
+    }
