@@ -262,8 +262,8 @@ class Settings(BaseSettings):
         "of the step budget; once more than this many run and the speculating ones' "
         "candidates are not accepted often enough (speculation_min_acceptance), they move "
         "to a plain pipeline the engine keeps beside the speculative one (one more copy "
-        "of the weights in memory), and a burst arriving then starts there unless the "
-        "last speculating requests' candidates were.",
+        "of the weights in memory); until the speculating requests have been judged, "
+        "the requests that speculated last decide.",
     )
     speculation_min_acceptance: float = Field(
         0.5,

@@ -458,11 +458,10 @@ class _Worker:
 
     def route(self, request: _Request) -> Any:
         """The pipeline a request starts in. The one the others run in: a batch split over
-        both would take two steps a round (unless those speculating have shown that it
-        does not pay: they are about to move). With none placed yet (the first request,
-        or a burst the pacer holds), the speculative one, but for a busy batch only if
-        the requests that speculated last saw enough of their candidates accepted
-        (traffic that copies keeps copying): a busy batch that speculated without that
+        both would take two steps a round (unless the batch is busy and speculation is
+        known not to pay: those speculating are about to move). With none placed yet (the
+        first request, or a burst the pacer holds), the speculative one, but for a busy
+        batch only if speculation is known to pay: one that speculated without knowing
         would spend its first steps verifying candidates before any request could be
         judged, then re-read every context in the plain pipeline."""
         if self.speculative is None or not Speculation.suits(request.params):
@@ -470,13 +469,11 @@ class _Worker:
         others = [r.pipe for r in self.requests.values() if r is not request]
         if any(pipe is self.pipe for pipe in others):
             return self.pipe
+        pays = self.speculation_pays()
         if any(pipe is self.speculative for pipe in others):
-            return self.pipe if self.speculation_pays() is False else self.speculative
-        if self.crowded:
-            assert self.speculation is not None
-            last = self.recent_acceptance
-            if last is None or last < self.speculation.min_acceptance:
-                return self.pipe
+            return self.pipe if self.crowded and pays is False else self.speculative
+        if self.crowded and not pays:
+            return self.pipe
         return self.speculative
 
     def judged(self, request: _Request) -> None:
@@ -493,7 +490,8 @@ class _Worker:
 
     def speculation_pays(self) -> bool | None:
         """Whether the speculating requests that have been judged see enough of their
-        candidates accepted; None while none has been."""
+        candidates accepted; while none has been, whether those that speculated last did
+        (traffic that copies keeps copying); None before any."""
         assert self.speculation is not None
         judged = [
             r
@@ -501,9 +499,10 @@ class _Worker:
             if r.pipe is self.speculative and r.judged >= Speculation.JUDGED_AFTER
         ]
         proposed = sum(r.proposed for r in judged)
-        if not proposed:
-            return None
-        return sum(r.taken for r in judged) >= self.speculation.min_acceptance * proposed
+        if proposed:
+            return sum(r.taken for r in judged) >= self.speculation.min_acceptance * proposed
+        last = self.recent_acceptance
+        return None if last is None else last >= self.speculation.min_acceptance
 
     def rebalance(self) -> None:
         """After a step: speculation off where it stopped paying (see Speculation)."""

@@ -527,3 +527,17 @@ def test_a_busy_burst_speculates_only_if_the_last_requests_candidates_were_accep
     assert outcome(out) == {1: (alone([1, 7], 40), "length")} | {
         rid: (alone([rid, 7], 12), "length") for rid in range(2, 6)
     }
+
+
+def test_once_free_text_was_seen_a_busy_batch_moves_before_it_is_judged() -> None:
+    plain, speculative, out, worker = speculating(lambda handle: 0)
+    add(worker, 1, [1, 7], 40)  # alone, judged: none of its candidates were right
+    drive(worker)
+    for rid in range(2, 6):  # arriving one by one: the fourth makes the batch busy
+        add(worker, rid, [rid, 7], 40)
+    assert len(running(speculative)) == 3 and len(running(plain)) == 1
+    worker.step()  # the three move on the first step, none of them judged yet
+    assert not running(speculative) and len(running(plain)) == 4
+    drive(worker)
+    assert moved(out) == 3
+    assert outcome(out) == {rid: (alone([rid, 7], 40), "length") for rid in range(1, 6)}
