@@ -62,9 +62,10 @@ class Speculation:
     genai fixes a request's drafting when the request is added (its speculative pipeline
     takes no request that drafts nothing, and is slower per step than the plain one even
     when nothing is drafted). So the engine runs both pipelines: speculation is on while
-    the batch is small, or while the candidates of those speculating are mostly accepted;
-    once more than `busy_at` sequences run and they are not, every speculating request
-    moves to the plain pipeline, where the rest of the batch then joins it."""
+    the batch is small, or while the candidates of those speculating are mostly accepted
+    (until they have been judged, of those that speculated last); once more than
+    `busy_at` sequences run and they are not, every speculating request moves to the
+    plain pipeline, where the rest of the batch then joins it."""
 
     mode: Literal["prompt-lookup", "draft"]
     num_assistant_tokens: int
