@@ -68,11 +68,17 @@ class Pipe:
         self.broken = False
         self.steps = 0
 
+    drafts = False  # genai's speculative pipelines take only requests that draft
+
     def add_request(self, _: int, tensor: Any, config: Any) -> Handle:
-        assert not config.num_assistant_tokens, "a plain pipeline drafts nothing"
+        assert bool(config.num_assistant_tokens) == self.drafts
         handle = Handle([int(t) for t in tensor.data[0]], config)
         self.handles.append(handle)
         return handle
+
+    def tokens(self, handle: Handle) -> int:
+        """Tokens a step gives this handle."""
+        return 1
 
     def step(self) -> None:
         self.steps += 1
@@ -88,9 +94,11 @@ class Pipe:
                 self.broken = True
                 raise RuntimeError(message)
         for handle in live:
-            token = handle.next_token()
-            handle.generated.append(token)
-            handle.unread.append(token)
+            left = handle.config.max_new_tokens - len(handle.generated)
+            for _ in range(min(self.tokens(handle), left)):
+                token = handle.next_token()
+                handle.generated.append(token)
+                handle.unread.append(token)
             if len(handle.generated) >= handle.config.max_new_tokens:
                 handle.status = "FINISHED"
 
@@ -112,34 +120,11 @@ class SpeculativePipe(Pipe):
         super().__init__(fault)
         self.accepted = accepted
 
-    def add_request(self, _: int, tensor: Any, config: Any) -> Handle:
-        assert config.num_assistant_tokens >= 1, "genai takes no request that drafts none"
-        handle = Handle([int(t) for t in tensor.data[0]], config)
-        self.handles.append(handle)
-        return handle
+    drafts = True
 
-    def step(self) -> None:
-        self.steps += 1
-        live = [h for h in self.handles if h.status == "RUNNING"]
-        if self.broken:
-            if live:
-                raise RuntimeError("Internal error: already in scheduling phase")
-            self.broken = False
-            return
-        for handle in live:
-            message = self.fault(handle)
-            if message is not None:
-                self.broken = True
-                raise RuntimeError(message)
-        for handle in live:
-            drafted = handle.config.num_assistant_tokens
-            count = 1 + (min(self.accepted(handle), drafted) if handle.generated else 0)
-            for _ in range(min(count, handle.config.max_new_tokens - len(handle.generated))):
-                token = handle.next_token()
-                handle.generated.append(token)
-                handle.unread.append(token)
-            if len(handle.generated) >= handle.config.max_new_tokens:
-                handle.status = "FINISHED"
+    def tokens(self, handle: Handle) -> int:
+        drafted = handle.config.num_assistant_tokens
+        return 1 + (min(self.accepted(handle), drafted) if handle.generated else 0)
 
 
 class Out:
