@@ -112,6 +112,8 @@ class SpeculativePipe(Pipe):
     says it took (the tokens are the model's either way: verification keeps output the
     plain decoder's)."""
 
+    drafts = True
+
     def __init__(
         self,
         accepted: Callable[[Handle], int],
@@ -119,8 +121,6 @@ class SpeculativePipe(Pipe):
     ) -> None:
         super().__init__(fault)
         self.accepted = accepted
-
-    drafts = True
 
     def tokens(self, handle: Handle) -> int:
         drafted = handle.config.num_assistant_tokens
