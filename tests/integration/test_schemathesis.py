@@ -62,8 +62,10 @@ def test_schemathesis(fuzz_server: Server, tmp_path: Path) -> None:
             "60",
             "--generation-database",
             "none",
+            # make test's budget is 15 minutes on a CI machine, and this was its slowest
+            # test at 92 s (the cap); the fixed seed keeps the first examples the same.
             "--max-time",
-            "90",
+            "60",
         ],
         capture_output=True,
         text=True,
