@@ -477,7 +477,7 @@ class _Worker:
             return self.pipe
         return self.speculative
 
-    def judged(self, request: _Request) -> None:
+    def remember_acceptance(self, request: _Request) -> None:
         """Counts a request that leaves the speculative pipeline into recent_acceptance."""
         if request.pipe is self.speculative and request.judged >= Speculation.JUDGED_AFTER:
             rate = request.taken / max(request.proposed, 1)
@@ -544,7 +544,7 @@ class _Worker:
             request.taken,
             request.proposed,
         )
-        self.judged(request)
+        self.remember_acceptance(request)
         self.release(request)
         request.pipe = pipe
         try:
@@ -556,9 +556,12 @@ class _Worker:
 
     def release(self, request: _Request) -> None:
         if request.handle is not None:
-            request.handle.cancel()
+            self.cancel(request.handle, request.pipe)
             request.handle = None
-            self.untidy[id(request.pipe)] = request.pipe
+
+    def cancel(self, handle: Any, pipe: Any) -> None:
+        handle.cancel()
+        self.untidy[id(pipe)] = pipe
 
     def add_piece(self, request: _Request, upto: int) -> None:
         """A request for prompt[:upto] that samples one token greedily and ends, so that
@@ -598,8 +601,7 @@ class _Worker:
         for rid, run in list(self.pieces.items()):
             status = run.handle.get_status().name
             if cancel and status == "RUNNING":
-                run.handle.cancel()
-                self.untidy[id(run.pipe)] = run.pipe
+                self.cancel(run.handle, run.pipe)
             elif status == "RUNNING":
                 continue
             del self.pieces[rid]
@@ -620,8 +622,7 @@ class _Worker:
             self.pacer.drop(request)
         run = self.pieces.pop(request.rid, None)
         if run is not None:
-            run.handle.cancel()
-            self.untidy[id(run.pipe)] = run.pipe
+            self.cancel(run.handle, run.pipe)
 
     def handle_message(self, message: ToEngine) -> bool:
         """False when the engine must stop."""
@@ -629,8 +630,7 @@ class _Worker:
             for request in self.requests.values():
                 self.release(request)
             for run in self.pieces.values():
-                run.handle.cancel()
-                self.untidy[id(run.pipe)] = run.pipe
+                self.cancel(run.handle, run.pipe)
             # genai frees a cancelled sequence's blocks in its next step; without one, its
             # teardown reports every such block as leaked (once a layer with the window
             # cache).
@@ -694,8 +694,11 @@ class _Worker:
         busy = [run.pipe for run in self.pieces.values()]
         busy += [r.pipe for r in self.requests.values() if r.handle is not None]
         busy += self.untidy.values()
-        pipes = [self.pipe] if self.speculative is None else [self.pipe, self.speculative]
-        return [pipe for pipe in pipes if any(b is pipe for b in busy)]
+        return [pipe for pipe in self.pipes if any(b is pipe for b in busy)]
+
+    @property
+    def pipes(self) -> list[Any]:
+        return [self.pipe] if self.speculative is None else [self.pipe, self.speculative]
 
     @property
     def stepping(self) -> bool:
@@ -736,7 +739,7 @@ class _Worker:
                 request.sampled = True
             if status != "RUNNING":
                 del self.requests[request.rid]
-                self.judged(request)
+                self.remember_acceptance(request)
                 finish = finish or "length"
             if request.replaying:
                 fresh = self.replayed(request, tokens, logprobs, finish)
@@ -747,8 +750,7 @@ class _Worker:
             if tokens or finish:
                 events.append(RequestTokens(request.rid, tokens, logprobs, finish))
         if events or pieces:
-            pipes = [self.pipe] if self.speculative is None else [self.pipe, self.speculative]
-            metrics = [pipe.get_metrics() for pipe in pipes]
+            metrics = [pipe.get_metrics() for pipe in self.pipes]
             stats = StepStats(
                 step_s,
                 max(0, sum(m.requests for m in metrics) - pieces),
