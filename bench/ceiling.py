@@ -24,12 +24,13 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from app.modelstore import store  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from bench.report import write_between  # noqa: E402
 from bench.servers import free_port, ovchat_cmd, server  # noqa: E402
 
 DOC = ROOT / "docs" / "BENCHMARKS.md"
-MODEL = ROOT / "model_store" / "smollm2-135m-instruct"
+MODEL = store.model_dir(ROOT / "model_store", store.DEFAULT_MODEL)
 START, END = "<!-- ceiling:start -->", "<!-- ceiling:end -->"
 TOKENS = 128
 PROMPT = "Write a story about a lighthouse keeper."
@@ -109,7 +110,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     settings = Settings()
-    export = next(MODEL.rglob("openvino_model.xml")).parent
+
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = ROOT / "bench" / "results" / "ceiling-server.log"
@@ -118,7 +119,7 @@ def main() -> None:
     theirs: list[float] = []
     with server(ovchat_cmd(MODEL, port), f"{url}/health", log):
         ids = httpx.post(f"{url}/tokenize", json={"prompt": PROMPT}).json()["tokens"]
-        pipe = genai_pipeline(settings, export)
+        pipe = genai_pipeline(settings, MODEL)
         genai_rate(pipe, ids, 0)
         ovchat_rate(url, ids)  # warm both
         for round_ in range(args.rounds):

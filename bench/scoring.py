@@ -24,12 +24,13 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from app.modelstore import store  # noqa: E402
 from bench.report import write_between  # noqa: E402
 from bench.servers import free_port, ovchat_cmd, server  # noqa: E402
 from bench.texts import DOCUMENT  # noqa: E402
 
 DOC = ROOT / "docs" / "SCORING.md"
-MODEL = ROOT / "model_store" / "smollm2-135m-instruct"
+MODEL = store.model_dir(ROOT / "model_store", store.DEFAULT_MODEL)
 START, END = "<!-- scoring:start -->", "<!-- scoring:end -->"
 LEVELS = (1, 4)
 OUT_TOKENS = 64
